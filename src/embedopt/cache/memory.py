@@ -1,0 +1,103 @@
+"""In-process LRU tier bounded by bytes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+
+__all__ = ["MemoryTier"]
+
+
+class MemoryTier:
+    """Least-recently-used vectors up to ``max_bytes`` (vector bytes plus key bytes), with optional TTL.
+
+    Thread-safe. Stored arrays are read-only copies, so a caller mutating a returned vector cannot poison it.
+    """
+
+    def __init__(self, max_bytes: int = 256 * 1024 * 1024) -> None:
+        if max_bytes < 1:
+            raise ConfigError(f"max_bytes must be >= 1, got {max_bytes}")
+        self.max_bytes = max_bytes
+        self._data: OrderedDict[str, tuple[np.ndarray, float | None]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self._hits = self._misses = self._evictions = 0
+
+    @staticmethod
+    def _size(key: str, vec: np.ndarray) -> int:
+        return vec.nbytes + len(key)
+
+    def get_many(self, keys: Sequence[str]) -> list[np.ndarray | None]:
+        now = time.monotonic()
+        out: list[np.ndarray | None] = []
+        with self._lock:
+            for key in keys:
+                entry = self._data.get(key)
+                if entry is not None and entry[1] is not None and entry[1] <= now:
+                    self._drop(key)
+                    entry = None
+                if entry is None:
+                    self._misses += 1
+                    out.append(None)
+                else:
+                    self._hits += 1
+                    self._data.move_to_end(key)
+                    out.append(entry[0])
+        return out
+
+    def set_many(self, items: Sequence[tuple[str, np.ndarray]], ttl: float | None = None) -> None:
+        expires = time.monotonic() + ttl if ttl is not None else None
+        with self._lock:
+            for key, vec in items:
+                arr = np.array(vec, dtype=np.float32, copy=True)
+                arr.flags.writeable = False
+                size = self._size(key, arr)
+                if size > self.max_bytes:
+                    continue
+                if key in self._data:
+                    self._drop(key)
+                self._data[key] = (arr, expires)
+                self._bytes += size
+                while self._bytes > self.max_bytes:
+                    oldest = next(iter(self._data))
+                    self._drop(oldest)
+                    self._evictions += 1
+
+    def _drop(self, key: str) -> None:
+        arr, _ = self._data.pop(key)
+        self._bytes -= self._size(key, arr)
+
+    def delete(self, keys: Sequence[str]) -> int:
+        with self._lock:
+            present = [k for k in keys if k in self._data]
+            for k in present:
+                self._drop(k)
+            return len(present)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._bytes = 0
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"hits": self._hits, "misses": self._misses, "errors": 0, "bytes": self._bytes,
+                    "entries": len(self._data), "evictions": self._evictions}
+
+    async def aget_many(self, keys: Sequence[str]) -> list[np.ndarray | None]:
+        return self.get_many(keys)
+
+    async def aset_many(self, items: Sequence[tuple[str, np.ndarray]], ttl: float | None = None) -> None:
+        self.set_many(items, ttl)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"MemoryTier(max_bytes={self.max_bytes}, entries={len(self._data)})"

@@ -1,0 +1,362 @@
+"""The pipeline every adapter calls: validate → dedupe → cache lookup → batch the misses → provider → check →
+normalize → cache write-back (per batch) → restore order → Matryoshka truncation → quantization."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from .batching import Batch, dedupe, plan_batches, progress_bar, run_async
+from .cache.base import CacheTier, cache_key
+from .errors import CalibrationError, ConfigError, EmbedOptError, InputError, ProviderError
+from .fingerprint import INPUT_TYPES, Fingerprint, InputType
+from .matryoshka import check_dim, l2_normalize, truncate
+from .providers.base import BaseProvider
+from .quantization import Calibration, Precision, bytes_per_vector, check_precision, quantize
+
+__all__ = ["EmbedStats", "Embedder"]
+
+logger = logging.getLogger(__name__)
+
+OnOverflow = Literal["truncate", "error"]
+#: Above this many texts, the async path moves CPU work (hashing, normalizing) off the event loop.
+_OFFLOAD_AT = 2048
+
+
+@dataclass
+class EmbedStats:
+    """Counters since the Embedder was made; read them for cache hit rates and provider load."""
+
+    requested: int = 0
+    """Texts asked for, duplicates included."""
+    unique: int = 0
+    cache_hits: int = 0
+    computed: int = 0
+    """Texts the provider embedded."""
+    provider_calls: int = 0
+    tokens: int = 0
+    """Tokens sent to the provider (exact where it has a tokenizer, else a conservative estimate)."""
+    cache_errors: int = 0
+
+
+@dataclass
+class _Job:
+    input_type: InputType
+    fingerprint: Fingerprint
+    unique: list[str]
+    inverse: np.ndarray
+    first_position: list[int]
+    keys: list[str] | None
+    out: np.ndarray
+    todo: list[int] = field(default_factory=list)
+    tokens_counted: bool = False
+    """Whether batch sizes are real token counts (else character counts, used for length sorting only)."""
+
+
+def _validate_texts(texts: Any) -> list[str]:
+    if isinstance(texts, (str, bytes)):
+        raise InputError(
+            "expected a list of texts but got a single string; wrap it in a list, or use embed_query for one query"
+        )
+    try:
+        items = list(texts)
+    except TypeError:
+        raise InputError(f"expected a list of texts, got {type(texts).__name__}") from None
+    for i, t in enumerate(items):
+        if t is None:
+            raise InputError(f"text #{i} is None; remove it or replace it with a string before embedding", i)
+        if not isinstance(t, str):
+            raise InputError(f"text #{i} is a {type(t).__name__}, not a str; convert it to text first", i)
+        if not t.strip():
+            raise InputError(f"text #{i} is empty or only whitespace; drop it before embedding (nothing to embed)", i)
+    return items
+
+
+class Embedder:
+    """Embed texts through a provider, with caching, batching, Matryoshka truncation and quantization.
+
+    Args:
+        provider: where vectors come from (:class:`~embedopt.providers.SentenceTransformerProvider`,
+            :class:`~embedopt.providers.StaticProvider`, ...).
+        cache: a cache tier (or tiered cache) of full-precision vectors; ``None`` for no cache.
+        dim: Matryoshka dimension of the output (``None``: the model's native dimension).
+        precision: ``float32``, ``float16``, ``int8``/``uint8`` (needs ``calibration``), ``binary``/``ubinary``.
+        normalize: unit-length vectors (recommended: cosine becomes a dot product).
+        calibration: int8/uint8 ranges fitted on documents at ``dim`` (see :meth:`calibrate`).
+        show_progress: a progress bar for long calls; ``None`` shows one from 1,000 texts.
+        on_overflow: inputs longer than the model's token limit are cut by the model (``truncate``) or refused
+            with an :class:`~embedopt.errors.InputError` naming them (``error``).
+        cache_ttl: seconds an entry written by this Embedder lives (``None``: the tier's default).
+    """
+
+    def __init__(
+        self,
+        provider: BaseProvider,
+        *,
+        cache: CacheTier | None = None,
+        dim: int | None = None,
+        precision: Precision = "float32",
+        normalize: bool = True,
+        calibration: Calibration | None = None,
+        show_progress: bool | None = None,
+        on_overflow: OnOverflow = "truncate",
+        cache_ttl: float | None = None,
+    ) -> None:
+        if not isinstance(provider, BaseProvider):
+            raise ConfigError(
+                f"provider must be an embedopt provider, got {type(provider).__name__}; wrap a plain function "
+                "with embedopt.providers.FunctionProvider"
+            )
+        check_precision(precision)
+        if on_overflow not in ("truncate", "error"):
+            raise ConfigError(f"on_overflow must be 'truncate' or 'error', got {on_overflow!r}")
+        native = provider.info.dim
+        if dim is not None:
+            check_dim(dim, native)
+        self.provider = provider
+        self.cache = cache
+        self.dim = native if dim is None else int(dim)
+        self.precision: Precision = precision
+        self.normalize = normalize
+        self.show_progress = show_progress
+        self.on_overflow: OnOverflow = on_overflow
+        self.cache_ttl = cache_ttl
+        self.stats = EmbedStats()
+        self._lock = threading.Lock()
+        self.calibration = calibration
+        if precision in ("int8", "uint8"):
+            if calibration is None:
+                raise CalibrationError(
+                    f"precision={precision!r} needs calibration=...: fit it once with "
+                    f"Embedder(provider, dim={self.dim}).calibrate(sample_of_documents) and save it with the index"
+                )
+            self._check_calibration(calibration)
+
+    # ----------------------------------------------------------------------------------------------- describe
+    @property
+    def native_dim(self) -> int:
+        return self.provider.info.dim
+
+    @property
+    def bytes_per_vector(self) -> int:
+        return bytes_per_vector(self.dim, self.precision)
+
+    def fingerprint(self, input_type: InputType = "document") -> Fingerprint:
+        """The fingerprint of the full vectors this Embedder caches for ``input_type``."""
+        if input_type not in INPUT_TYPES:
+            raise ConfigError(f"input_type must be one of {INPUT_TYPES}, got {input_type!r}")
+        return self.provider.info.fingerprint(input_type, normalize=self.normalize)
+
+    def _check_calibration(self, calibration: Calibration) -> None:
+        if calibration.dim != self.dim:
+            raise CalibrationError(
+                f"calibration was fitted on {calibration.dim}-d vectors but this Embedder outputs {self.dim}-d; "
+                f"refit it at dim={self.dim}"
+            )
+        doc_id = self.fingerprint("document").id
+        if calibration.fingerprint_id is not None and calibration.fingerprint_id != doc_id:
+            raise CalibrationError(
+                f"calibration was fitted for {calibration.fingerprint_id}, not {doc_id}: another model or "
+                "settings; refit it with this Embedder's calibrate()"
+            )
+
+    def __repr__(self) -> str:
+        return (f"Embedder(provider={self.provider!r}, dim={self.dim}, precision={self.precision!r}, "
+                f"normalize={self.normalize}, cache={type(self.cache).__name__ if self.cache else None})")
+
+    # ---------------------------------------------------------------------------------------------- public API
+    def embed(self, texts: Iterable[str], input_type: InputType = "document") -> np.ndarray:
+        """Embed ``texts`` as ``input_type``; returns shape (n, dim) in the configured precision."""
+        return self._derive(self._full(texts, input_type))
+
+    def embed_documents(self, texts: Iterable[str]) -> np.ndarray:
+        return self.embed(texts, "document")
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """One query → one vector of shape (dim,)."""
+        return self.embed(self._one(text), "query")[0]
+
+    async def aembed(self, texts: Iterable[str], input_type: InputType = "document") -> np.ndarray:
+        full = await self._afull(texts, input_type)
+        if len(full) >= _OFFLOAD_AT:
+            return await asyncio.to_thread(self._derive, full)
+        return self._derive(full)
+
+    async def aembed_documents(self, texts: Iterable[str]) -> np.ndarray:
+        return await self.aembed(texts, "document")
+
+    async def aembed_query(self, text: str) -> np.ndarray:
+        return (await self.aembed(self._one(text), "query"))[0]
+
+    def embed_full(self, texts: Iterable[str], input_type: InputType = "document") -> np.ndarray:
+        """Full-dimension float32 vectors (normalized if configured), before truncation and quantization."""
+        return self._full(texts, input_type)
+
+    def calibrate(self, texts: Iterable[str], *, min_samples: int | None = None) -> Calibration:
+        """Fit int8/uint8 ranges on a sample of documents, at this Embedder's ``dim``."""
+        vectors = self._derive_float(self._full(texts, "document"))
+        kwargs = {} if min_samples is None else {"min_samples": min_samples}
+        return Calibration.fit(vectors, fingerprint_id=self.fingerprint("document").id, **kwargs)
+
+    # ------------------------------------------------------------------------------------------------ pipeline
+    @staticmethod
+    def _one(text: Any) -> list[str]:
+        if not isinstance(text, str):
+            raise InputError(f"a query must be a str, got {type(text).__name__}", 0)
+        return [text]
+
+    def _derive_float(self, full: np.ndarray) -> np.ndarray:
+        if self.dim == full.shape[1]:
+            return full
+        return truncate(full, self.dim, normalize=self.normalize)
+
+    def _derive(self, full: np.ndarray) -> np.ndarray:
+        return quantize(self._derive_float(full), self.precision, calibration=self.calibration)
+
+    def _prepare(self, texts: Iterable[str], input_type: InputType) -> _Job:
+        fp = self.fingerprint(input_type)
+        items = _validate_texts(texts)
+        unique, inverse = dedupe(items)
+        first = [0] * len(unique)
+        for pos in range(len(items) - 1, -1, -1):
+            first[int(inverse[pos])] = pos
+        keys = [cache_key(fp, t) for t in unique] if self.cache is not None else None
+        out = np.empty((len(unique), self.native_dim), dtype=np.float32)
+        with self._lock:
+            self.stats.requested += len(items)
+            self.stats.unique += len(unique)
+        return _Job(input_type, fp, unique, inverse, first, keys, out, list(range(len(unique))))
+
+    def _take_hits(self, job: _Job, found: Sequence[np.ndarray | None]) -> None:
+        todo = []
+        for i, vec in zip(job.todo, found, strict=True):
+            if vec is not None and vec.shape == (self.native_dim,) and np.isfinite(vec).all():
+                job.out[i] = vec
+            else:
+                todo.append(i)
+        with self._lock:
+            self.stats.cache_hits += len(job.todo) - len(todo)
+        job.todo = todo
+
+    def _plan(self, job: _Job) -> list[Batch]:
+        info = self.provider.info
+        texts = [job.unique[i] for i in job.todo]
+        counts: list[int] | None = None
+        if (self.on_overflow == "error" and info.max_tokens is not None) or info.max_batch_tokens is not None:
+            counts = self.provider.count_tokens(texts)
+            job.tokens_counted = True
+        if self.on_overflow == "error" and info.max_tokens is not None and counts is not None:
+            for j, n in enumerate(counts):
+                if n > info.max_tokens:
+                    pos = job.first_position[job.todo[j]]
+                    raise InputError(
+                        f"text #{pos} has {n} tokens, over {info.model}'s limit of {info.max_tokens}; split it into "
+                        "chunks, or use on_overflow='truncate' to let the model cut it", pos)
+        batches = plan_batches(texts, max_batch=info.max_batch, max_batch_tokens=info.max_batch_tokens,
+                               token_counts=counts)
+        # plan_batches indexes into `texts`; map back to positions in job.unique.
+        return [Batch([job.todo[j] for j in b.indices], b.tokens) for b in batches]
+
+    def _accept(self, job: _Job, batch: Batch, raw: Any) -> list[tuple[str, np.ndarray]]:
+        """Check a provider's answer for one batch, store it in the job, and return the cache items to write."""
+        info = self.provider.info
+        arr = np.asarray(raw, dtype=np.float32)
+        n = len(batch.indices)
+        if arr.shape != (n, info.dim):
+            raise ProviderError(
+                f"{info.provider} model {info.model} returned an array of shape {arr.shape} for {n} texts; "
+                f"expected ({n}, {info.dim}). Nothing from this batch was cached.",
+                provider=info.provider, model=info.model)
+        finite = np.isfinite(arr).all(axis=1)
+        if not finite.all():
+            pos = job.first_position[batch.indices[int(np.flatnonzero(~finite)[0])]]
+            raise ProviderError(
+                f"{info.provider} model {info.model} returned NaN or infinity for text #{pos}; nothing from this "
+                "batch was cached (earlier batches were). Check the text and the model (fp16 overflow?).",
+                provider=info.provider, model=info.model)
+        if self.normalize:
+            arr = l2_normalize(arr)
+        job.out[batch.indices] = arr
+        with self._lock:
+            self.stats.computed += n
+            self.stats.provider_calls += 1
+            self.stats.tokens += batch.tokens if job.tokens_counted else 0
+        if job.keys is None:
+            return []
+        return [(job.keys[i], job.out[i]) for i in batch.indices]
+
+    def _provider_error(self, exc: Exception) -> EmbedOptError:
+        if isinstance(exc, EmbedOptError):
+            return exc
+        info = self.provider.info
+        return ProviderError(f"{info.provider} model {info.model} failed: {type(exc).__name__}: {exc}",
+                             provider=info.provider, model=info.model)
+
+    def _cache_failed(self, op: str, exc: Exception) -> None:
+        with self._lock:
+            self.stats.cache_errors += 1
+        logger.warning("embedopt cache %s failed (%s: %s); continuing without it for this call",
+                       op, type(exc).__name__, exc)
+
+    def _finish(self, job: _Job) -> np.ndarray:
+        return job.out[job.inverse]
+
+    def _full(self, texts: Iterable[str], input_type: InputType) -> np.ndarray:
+        job = self._prepare(texts, input_type)
+        if self.cache is not None and job.todo and job.keys is not None:
+            try:
+                self._take_hits(job, self.cache.get_many(job.keys))
+            except Exception as exc:
+                self._cache_failed("read", exc)
+        if job.todo:
+            batches = self._plan(job)
+            with progress_bar(len(job.todo), enabled=self.show_progress, desc=f"embed {input_type}s") as update:
+                for batch in batches:
+                    texts_b = [job.unique[i] for i in batch.indices]
+                    try:
+                        raw = self.provider._embed(texts_b, input_type)
+                    except Exception as exc:
+                        raise self._provider_error(exc) from exc
+                    items = self._accept(job, batch, raw)
+                    if items and self.cache is not None:
+                        try:
+                            self.cache.set_many(items, self.cache_ttl)
+                        except Exception as exc:
+                            self._cache_failed("write", exc)
+                    update(len(batch.indices))
+        return self._finish(job)
+
+    async def _afull(self, texts: Iterable[str], input_type: InputType) -> np.ndarray:
+        texts = texts if isinstance(texts, (list, tuple, str)) else list(texts)
+        big = len(texts) >= _OFFLOAD_AT
+        job = await asyncio.to_thread(self._prepare, texts, input_type) if big else self._prepare(texts, input_type)
+        if self.cache is not None and job.todo and job.keys is not None:
+            try:
+                self._take_hits(job, await self.cache.aget_many(job.keys))
+            except Exception as exc:
+                self._cache_failed("read", exc)
+        if job.todo:
+            batches = self._plan(job)
+
+            async def call(batch: Batch) -> Any:
+                try:
+                    return await self.provider._aembed([job.unique[i] for i in batch.indices], input_type)
+                except Exception as exc:
+                    raise self._provider_error(exc) from exc
+
+            with progress_bar(len(job.todo), enabled=self.show_progress, desc=f"embed {input_type}s") as update:
+                async for batch, raw in run_async(batches, call, max_concurrency=self.provider.info.max_concurrency):
+                    items = self._accept(job, batch, raw)
+                    if items and self.cache is not None:
+                        try:
+                            await self.cache.aset_many(items, self.cache_ttl)
+                        except Exception as exc:
+                            self._cache_failed("write", exc)
+                    update(len(batch.indices))
+        return self._finish(job)

@@ -1,0 +1,70 @@
+"""One exception tree for everything embedopt raises.
+
+Backend exceptions (torch, model2vec, HTTP clients, Redis, SQLite) are caught at the boundary where they happen
+and re-raised as one of these with ``raise ... from exc``, so callers need to catch only :class:`EmbedOptError`.
+Every message says what to do next.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CalibrationError",
+    "ConfigError",
+    "DimensionError",
+    "EmbedOptError",
+    "InputError",
+    "MissingExtraError",
+    "ModelLoadError",
+    "ProviderError",
+]
+
+
+class EmbedOptError(Exception):
+    """Base class of every error raised by embedopt."""
+
+
+class ConfigError(EmbedOptError, ValueError):
+    """An option is unknown, out of range, or inconsistent with another option."""
+
+
+class MissingExtraError(EmbedOptError, ImportError):
+    """A feature needs an optional dependency that is not installed."""
+
+    def __init__(self, extra: str, package: str, feature: str) -> None:
+        self.extra = extra
+        self.package = package
+        super().__init__(
+            f"{feature} needs the `{package}` package, which is not installed. "
+            f'Install it with: pip install "embedopt[{extra}]"'
+        )
+
+
+class InputError(EmbedOptError, ValueError):
+    """The texts handed to an embedder are unusable. ``index`` is the position of the first bad one."""
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        self.index = index
+        super().__init__(message)
+
+
+class DimensionError(EmbedOptError, ValueError):
+    """A requested or supplied dimension does not fit the model or the index."""
+
+
+class CalibrationError(EmbedOptError, ValueError):
+    """int8/uint8 quantization was asked for without a usable calibration."""
+
+
+class ModelLoadError(EmbedOptError):
+    """A model could not be found or loaded."""
+
+
+class ProviderError(EmbedOptError):
+    """A provider failed to embed, or returned vectors that cannot be used (NaN, wrong shape)."""
+
+    def __init__(self, message: str, *, provider: str | None = None, model: str | None = None,
+                 status: int | None = None) -> None:
+        self.provider = provider
+        self.model = model
+        self.status = status
+        super().__init__(message)

@@ -1,0 +1,80 @@
+"""Providers: where vectors come from. Each knows its wire format and nothing else.
+
+The modules for sentence-transformers and model2vec import their libraries only when a provider is made, so
+``import embedopt`` stays light (numpy only).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+from .base import BaseProvider, FunctionProvider, ProviderInfo, ProviderKind, estimate_tokens
+
+if TYPE_CHECKING:
+    from .sentence_transformers import SentenceTransformerProvider
+    from .static import StaticProvider
+
+__all__ = [
+    "BaseProvider",
+    "FunctionProvider",
+    "ProviderInfo",
+    "ProviderKind",
+    "SentenceTransformerProvider",
+    "StaticProvider",
+    "estimate_tokens",
+    "load_provider",
+]
+
+_LAZY = {"SentenceTransformerProvider": ".sentence_transformers", "StaticProvider": ".static"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def load_provider(spec: str | os.PathLike[str] = "minilm", **options: Any) -> BaseProvider:
+    """Make a provider from a short spec, as the CLI does.
+
+    * ``minilm`` / ``default``: all-MiniLM-L6-v2 (the packaged copy when installed).
+    * ``st:NAME_OR_FOLDER``: any sentence-transformers model.
+    * ``static:FOLDER_OR_HUB_ID``: a model2vec model; ``static:distill`` (or ``static:distill:SOURCE``) uses the
+      static model distilled from MiniLM (or SOURCE), distilling and caching it on first use.
+    * anything else: a folder holding a model2vec model is loaded as static, otherwise as sentence-transformers.
+    """
+    from .sentence_transformers import SentenceTransformerProvider
+    from .static import StaticProvider
+
+    text = os.fspath(spec)
+    if text in ("minilm", "default"):
+        return SentenceTransformerProvider(**options)
+    if text.startswith("st:"):
+        return SentenceTransformerProvider(text[3:], **options)
+    if text.startswith("static:"):
+        rest = text[len("static:"):]
+        if rest == "distill" or rest.startswith("distill:"):
+            from ..distill import cached_distill
+
+            source = rest[len("distill:"):] or "sentence-transformers/all-MiniLM-L6-v2"
+            return StaticProvider(cached_distill(source), **options)
+        return StaticProvider(rest, **options)
+    if ":" in text.split("/")[0] and not os.path.exists(text):
+        raise ConfigError(f"unknown provider prefix in {text!r}; use st:, static:, minilm or a folder")
+    if _is_model2vec_folder(text):
+        return StaticProvider(text, **options)
+    return SentenceTransformerProvider(text, **options)
+
+
+def _is_model2vec_folder(path: str) -> bool:
+    import json
+
+    try:
+        with open(os.path.join(path, "config.json")) as f:
+            return json.load(f).get("model_type") == "model2vec"
+    except (OSError, ValueError, AttributeError):
+        return False
