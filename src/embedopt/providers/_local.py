@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import ModelLoadError
 
@@ -88,6 +90,13 @@ def default_prompts(name: str) -> dict[str, str]:
         if lowered.startswith(prefix):
             return dict(prompts)
     return {}
+
+
+def tokenizer_bytes(tokenizer: Any) -> bytes:
+    """A ``tokenizers.Tokenizer`` as stable bytes: its serialized form without the run-time padding and
+    truncation state, which encoding calls change."""
+    spec = {k: v for k, v in json.loads(tokenizer.to_str()).items() if k not in ("padding", "truncation")}
+    return json.dumps(spec, sort_keys=True).encode()
 
 
 def digest_bytes(chunks: list[bytes | memoryview]) -> str:

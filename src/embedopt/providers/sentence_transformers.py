@@ -9,10 +9,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from .._extras import require
 from ..errors import ConfigError, MissingExtraError, ModelLoadError
 from ..fingerprint import InputType
-from .._extras import require
-from ._local import DEFAULT_MODEL, default_prompts, digest_bytes, packaged_hint, resolve_model
+from ._local import (
+    DEFAULT_MODEL,
+    default_prompts,
+    digest_bytes,
+    packaged_hint,
+    resolve_model,
+    tokenizer_bytes,
+)
 from .base import BaseProvider, ProviderInfo
 
 if TYPE_CHECKING:
@@ -59,14 +66,16 @@ class SentenceTransformerProvider(BaseProvider):
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         st = require("sentence_transformers", extra="local", feature="SentenceTransformerProvider",
                      package="sentence-transformers")
-        if isinstance(model, st.SentenceTransformer):
-            self._model = model
-            name = _name_of_loaded(model)
-        else:
+        if isinstance(model, (str, os.PathLike)):
             resolved = resolve_model(model)
             name = resolved.name
             self._model = _load(st, resolved.location, os.fspath(model), device=device, backend=backend,
                                 trust_remote_code=trust_remote_code)
+        elif isinstance(model, st.SentenceTransformer):
+            self._model = model
+            name = _name_of_loaded(model)
+        else:
+            raise ConfigError(f"model must be a hub id, a folder or a SentenceTransformer, got {type(model).__name__}")
         if max_seq_length is not None:
             self._model.max_seq_length = max_seq_length
         on_cuda = str(self._model.device).startswith("cuda")
@@ -122,7 +131,7 @@ class SentenceTransformerProvider(BaseProvider):
         """Hash of every parameter and buffer, plus the module stack (pooling, max_seq_length, normalize)."""
         import torch
 
-        chunks: list[bytes | memoryview] = [repr(self._model).encode()]
+        chunks: list[bytes | memoryview] = [repr(self._model).encode(), f"len={self._model.max_seq_length}".encode()]
         for key, tensor in self._model.state_dict().items():
             chunks.append(key.encode())
             flat = tensor.detach().to("cpu").contiguous().reshape(-1)
@@ -130,7 +139,7 @@ class SentenceTransformerProvider(BaseProvider):
         tok = getattr(self._model, "tokenizer", None)
         backend_tok = getattr(tok, "backend_tokenizer", None)
         if backend_tok is not None:
-            chunks.append(backend_tok.to_str().encode())
+            chunks.append(tokenizer_bytes(backend_tok))
         return digest_bytes(chunks)
 
     def _embed(self, texts: list[str], input_type: InputType) -> np.ndarray:

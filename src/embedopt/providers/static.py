@@ -12,7 +12,7 @@ import numpy as np
 from .._extras import require
 from ..errors import ConfigError, ModelLoadError
 from ..fingerprint import InputType
-from ._local import digest_bytes
+from ._local import digest_bytes, tokenizer_bytes
 from .base import BaseProvider, ProviderInfo
 
 if TYPE_CHECKING:
@@ -39,7 +39,9 @@ class StaticProvider(BaseProvider):
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         m2v = require("model2vec", extra="static", feature="StaticProvider")
-        if isinstance(model, m2v.StaticModel):
+        if not isinstance(model, (str, os.PathLike)):
+            if not isinstance(model, m2v.StaticModel):
+                raise ConfigError(f"model must be a folder, a hub id or a StaticModel, got {type(model).__name__}")
             self._model = model
             name = getattr(model, "base_model_name", None) or "static-model"
         else:
@@ -59,7 +61,7 @@ class StaticProvider(BaseProvider):
         self._info = ProviderInfo(
             provider="model2vec",
             model=str(name),
-            revision=digest_bytes([memoryview(emb).cast("B"), self._model.tokenizer.to_str().encode(),
+            revision=digest_bytes([emb.data.cast("B"), tokenizer_bytes(self._model.tokenizer),
                                    repr(sorted(self._model.config.items())).encode()]),
             dim=int(self._model.dim),
             kind="self_hosted",

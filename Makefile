@@ -1,0 +1,45 @@
+# The two commands a new user needs: `make demo` and `make test`. Both create .venv and install what they need.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.embedopt-installed
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: demo test lint bench base-check install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned: this machine has a local CPU wheel of 2.13.0, and any other torch that pip might pick
+# (as a dependency of sentence-transformers) pulls gigabytes of CUDA packages.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev]"
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests examples bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	$(BIN)/python bench/embed.py
+
+# The base install needs numpy only: install it alone in a second venv, import it, and check that a feature
+# whose extra is missing says which extra to install.
+base-check:
+	rm -rf .venv-base
+	$(PYTHON) -m venv .venv-base
+	.venv-base/bin/pip install --disable-pip-version-check -q .
+	.venv-base/bin/python tests/base_install_check.py
+
+clean:
+	rm -rf $(VENV) .venv-base build *.egg-info src/*.egg-info

@@ -1,0 +1,164 @@
+"""``embedopt`` command line: embed, distill, info."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, EmbedOptError
+from .quantization import PRECISIONS
+
+_MODEL_HELP = ("model spec: minilm (default), st:NAME_OR_FOLDER, static:FOLDER, static:distill[:SOURCE], "
+               "or a folder")
+
+
+def _read_texts(source: str, field: str) -> tuple[list[str], list[Any]]:
+    """Texts and their ids: a .jsonl file (``field``, ids from ``_id``/``id``), or lines of text (ids = line numbers).
+
+    Blank lines in plain text are skipped (their line numbers are not ids); in .jsonl a missing or empty field
+    is an error naming the line.
+    """
+    if source == "-":
+        lines = sys.stdin.read().splitlines()
+        is_jsonl = False
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"input file {source!r} does not exist")
+        lines = path.read_text(encoding="utf-8").splitlines()
+        is_jsonl = path.suffix == ".jsonl"
+    texts: list[str] = []
+    ids: list[Any] = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if is_jsonl:
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise ConfigError(f"{source} line {n} is not JSON: {exc}") from exc
+            value = row.get(field) if isinstance(row, dict) else None
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{source} line {n} has no text in field {field!r}; choose the field with --field")
+            texts.append(value)
+            ids.append(row.get("_id", row.get("id", n)))
+        else:
+            texts.append(line)
+            ids.append(n)
+    return texts, ids
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from .embedder import Embedder
+    from .providers import load_provider
+    from .quantization import Calibration
+
+    out = Path(args.output)
+    if out.suffix not in (".npy", ".jsonl"):
+        raise ConfigError(f"--output must end in .npy or .jsonl, got {args.output!r}")
+    texts, ids = _read_texts(args.input, args.field)
+    calibration = Calibration.load(args.calibration) if args.calibration else None
+    embedder = Embedder(load_provider(args.model), dim=args.dim, precision=args.precision,
+                        normalize=not args.no_normalize, calibration=calibration,
+                        show_progress=False if args.no_progress else None)
+    vectors = embedder.embed(texts, args.input_type)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        np.save(out, vectors, allow_pickle=False)
+    else:
+        with out.open("w", encoding="utf-8") as f:
+            for i, vec in zip(ids, vectors, strict=True):
+                f.write(json.dumps({"id": i, "vector": vec.tolist()}) + "\n")
+    fp = embedder.fingerprint(args.input_type)
+    print(f"embedded {len(texts)} texts -> {out} shape={tuple(vectors.shape)} dtype={vectors.dtype} "
+          f"fingerprint={fp.id}", file=sys.stderr)
+    return 0
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from .distill import distill
+
+    pca = None if args.pca_dims in ("none", "full") else int(args.pca_dims)
+    folder = distill(args.model, args.output, pca_dims=pca, device=args.device)
+    print(folder)
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .embedder import Embedder
+    from .providers import load_provider
+    from .quantization import bytes_per_vector
+
+    embedder = Embedder(load_provider(args.model), normalize=not args.no_normalize)
+    info = embedder.provider.info
+    report = {
+        "provider": info.provider,
+        "model": info.model,
+        "revision": info.revision,
+        "kind": info.kind,
+        "native_dim": info.dim,
+        "max_tokens": info.max_tokens,
+        "price_per_1m_tokens": info.price_per_1m_tokens,
+        "prompts": info.prompts,
+        "fingerprints": {t: embedder.fingerprint(t).id for t in ("query", "document")},
+        "space_id": embedder.fingerprint("document").space_id,
+        "bytes_per_vector": {p: bytes_per_vector(info.dim, p) for p in ("float32", "int8", "binary")},
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            print(f"{key:20} {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="embedopt", description="Cheap, fast, safe-to-change embeddings.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("embed", help="embed a file (or stdin) into .npy or .jsonl")
+    p.add_argument("input", nargs="?", default="-", help="a .jsonl file, a text file (one text a line), or - for stdin")
+    p.add_argument("-o", "--output", required=True, help="where to write: .npy (array) or .jsonl (id + vector)")
+    p.add_argument("-m", "--model", default="minilm", help=_MODEL_HELP)
+    p.add_argument("--input-type", choices=("document", "query"), default="document")
+    p.add_argument("--dim", type=int, default=None, help="Matryoshka dimension (default: native)")
+    p.add_argument("--precision", choices=PRECISIONS, default="float32")
+    p.add_argument("--calibration", help="calibration file for int8/uint8 (see Calibration.save)")
+    p.add_argument("--field", default="text", help="the text field of .jsonl input (default: text)")
+    p.add_argument("--no-normalize", action="store_true", help="keep the model's raw vector lengths")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_embed)
+
+    p = sub.add_parser("distill", help="distil a static model2vec model from a sentence-transformers model")
+    p.add_argument("-m", "--model", default="sentence-transformers/all-MiniLM-L6-v2",
+                   help="source model: a hub id (packaged copies are used offline) or a folder")
+    p.add_argument("-o", "--output", default=None, help="folder to write (default: embedopt's cache)")
+    p.add_argument("--pca-dims", default="256", help="output dimension after PCA, or 'none' to keep the source's")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_distill)
+
+    p = sub.add_parser("info", help="show a model's provider, fingerprint and dimensions")
+    p.add_argument("-m", "--model", default="minilm", help=_MODEL_HELP)
+    p.add_argument("--no-normalize", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except EmbedOptError as exc:
+        print(f"embedopt: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Ranking metrics with trec_eval's definitions (linear gain NDCG, as BEIR and pytrec_eval report it)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["evaluate", "mrr_at_k", "ndcg_at_k", "recall_at_k", "top_k"]
+
+Run = Mapping[str, Sequence[str]]
+"""query id → doc ids, best first."""
+Qrels = Mapping[str, Mapping[str, int]]
+
+
+def top_k(scores: np.ndarray, k: int, *, largest: bool = True) -> np.ndarray:
+    """Indices of the ``k`` best scores per row, best first (argpartition, then a sort of ``k`` only)."""
+    s = np.atleast_2d(scores)
+    k = min(k, s.shape[1])
+    keyed = -s if largest else s
+    part = np.argpartition(keyed, k - 1, axis=1)[:, :k]
+    order = np.take_along_axis(keyed, part, axis=1).argsort(axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def ndcg_at_k(ranked: Sequence[str], rels: Mapping[str, int], k: int = 10) -> float:
+    dcg = sum(rels.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
+    ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:k]
+    idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def recall_at_k(ranked: Sequence[str], rels: Mapping[str, int], k: int = 100) -> float:
+    relevant = {d for d, r in rels.items() if r > 0}
+    if not relevant:
+        return 0.0
+    return len(relevant.intersection(ranked[:k])) / len(relevant)
+
+
+def mrr_at_k(ranked: Sequence[str], rels: Mapping[str, int], k: int = 10) -> float:
+    for i, d in enumerate(ranked[:k]):
+        if rels.get(d, 0) > 0:
+            return 1.0 / (i + 1)
+    return 0.0
+
+
+def evaluate(run: Run, qrels: Qrels, *, ndcg_k: int = 10, recall_k: int = 100, mrr_k: int = 10) -> dict[str, float]:
+    """Mean NDCG@k, Recall@k and MRR@k over the queries of ``qrels`` (a query missing from ``run`` scores 0)."""
+    qids = [q for q, r in qrels.items() if any(v > 0 for v in r.values())]
+    if not qids:
+        return {f"ndcg@{ndcg_k}": 0.0, f"recall@{recall_k}": 0.0, f"mrr@{mrr_k}": 0.0}
+    n = len(qids)
+    return {
+        f"ndcg@{ndcg_k}": sum(ndcg_at_k(run.get(q, []), qrels[q], ndcg_k) for q in qids) / n,
+        f"recall@{recall_k}": sum(recall_at_k(run.get(q, []), qrels[q], recall_k) for q in qids) / n,
+        f"mrr@{mrr_k}": sum(mrr_at_k(run.get(q, []), qrels[q], mrr_k) for q in qids) / n,
+    }

@@ -1,0 +1,76 @@
+"""Shared fixtures. Real models are loaded once per session; the static model is distilled once and cached."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # prove that nothing here needs the hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedopt.providers import FunctionProvider
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "examples" / "data" / "manpages-sample"
+MANPAGES = ROOT.parent / "shared" / "datasets" / "manpages"
+
+
+def hash_vectors(texts: list[str], input_type: str, dim: int = 16) -> np.ndarray:
+    """Deterministic pseudo-embeddings for plumbing tests: a seeded RNG per (input_type, text)."""
+    rows = []
+    for t in texts:
+        seed = int.from_bytes(hashlib.sha256(f"{input_type}|{t}".encode()).digest()[:8], "little")
+        rows.append(np.random.default_rng(seed).standard_normal(dim))
+    return np.asarray(rows, dtype=np.float32)
+
+
+class Recorder:
+    """A provider function that records every call it gets."""
+
+    def __init__(self, dim: int = 16) -> None:
+        self.dim = dim
+        self.calls: list[tuple[list[str], str]] = []
+
+    def __call__(self, texts: list[str], input_type: str) -> np.ndarray:
+        self.calls.append((list(texts), input_type))
+        return hash_vectors(texts, input_type, self.dim)
+
+    @property
+    def texts_seen(self) -> list[str]:
+        return [t for batch, _ in self.calls for t in batch]
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def fake_provider(recorder: Recorder) -> FunctionProvider:
+    return FunctionProvider(recorder, dim=recorder.dim, model="fake-hash", max_batch=4)
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from embedopt.providers import SentenceTransformerProvider
+
+    return SentenceTransformerProvider("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def static_model_dir() -> Path:
+    from embedopt.distill import cached_distill
+
+    return cached_distill("sentence-transformers/all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def static(static_model_dir: Path):
+    from embedopt.providers import StaticProvider
+
+    return StaticProvider(static_model_dir)
