@@ -4,7 +4,6 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.embedopt-installed
 export HF_HUB_OFFLINE ?= 1
-export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: demo test lint bench base-check install clean
 

@@ -201,3 +201,17 @@ async def test_async_bad_input_is_the_same_error(fake_provider):
 
 def test_repr_names_the_model_and_settings(fake_provider):
     assert "fake-hash" in repr(Embedder(fake_provider, dim=8))
+
+
+def test_an_embedopt_error_from_a_provider_passes_through_unchanged():
+    def refuse(texts, _):
+        raise InputError("provider-side refusal", 0)
+
+    with pytest.raises(InputError, match="provider-side refusal") as info:
+        Embedder(FunctionProvider(refuse, dim=4)).embed_documents(["x"])
+    assert info.value.__cause__ is None
+
+
+async def test_async_rejects_a_non_iterable_with_the_same_error(fake_provider):
+    with pytest.raises(InputError, match="expected a list of texts, got int"):
+        await Embedder(fake_provider).aembed_documents(42)  # type: ignore[arg-type]

@@ -291,9 +291,7 @@ class Embedder:
             return []
         return [(job.keys[i], job.out[i]) for i in batch.indices]
 
-    def _provider_error(self, exc: Exception) -> EmbedOptError:
-        if isinstance(exc, EmbedOptError):
-            return exc
+    def _provider_error(self, exc: Exception) -> ProviderError:
         info = self.provider.info
         return ProviderError(f"{info.provider} model {info.model} failed: {type(exc).__name__}: {exc}",
                              provider=info.provider, model=info.model)
@@ -321,6 +319,8 @@ class Embedder:
                     texts_b = [job.unique[i] for i in batch.indices]
                     try:
                         raw = self.provider._embed(texts_b, input_type)
+                    except EmbedOptError:
+                        raise
                     except Exception as exc:
                         raise self._provider_error(exc) from exc
                     items = self._accept(job, batch, raw)
@@ -333,8 +333,7 @@ class Embedder:
         return self._finish(job)
 
     async def _afull(self, texts: Iterable[str], input_type: InputType) -> np.ndarray:
-        texts = texts if isinstance(texts, (list, tuple, str)) else list(texts)
-        big = len(texts) >= _OFFLOAD_AT
+        big = isinstance(texts, (list, tuple)) and len(texts) >= _OFFLOAD_AT
         job = await asyncio.to_thread(self._prepare, texts, input_type) if big else self._prepare(texts, input_type)
         if self.cache is not None and job.todo and job.keys is not None:
             try:
@@ -347,6 +346,8 @@ class Embedder:
             async def call(batch: Batch) -> Any:
                 try:
                     return await self.provider._aembed([job.unique[i] for i in batch.indices], input_type)
+                except EmbedOptError:
+                    raise
                 except Exception as exc:
                     raise self._provider_error(exc) from exc
 
