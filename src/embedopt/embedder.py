@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -291,10 +292,17 @@ class Embedder:
             return []
         return [(job.keys[i], job.out[i]) for i in batch.indices]
 
-    def _provider_error(self, exc: Exception) -> ProviderError:
-        info = self.provider.info
-        return ProviderError(f"{info.provider} model {info.model} failed: {type(exc).__name__}: {exc}",
-                             provider=info.provider, model=info.model)
+    @contextmanager
+    def _provider_errors(self) -> Iterator[None]:
+        """Map a provider's own exceptions to ProviderError (cause kept); embedopt errors pass through as they are."""
+        try:
+            yield
+        except EmbedOptError:
+            raise
+        except Exception as exc:
+            info = self.provider.info
+            raise ProviderError(f"{info.provider} model {info.model} failed: {type(exc).__name__}: {exc}",
+                                provider=info.provider, model=info.model) from exc
 
     def _cache_failed(self, op: str, exc: Exception) -> None:
         with self._lock:
@@ -317,12 +325,8 @@ class Embedder:
             with progress_bar(len(job.todo), enabled=self.show_progress, desc=f"embed {input_type}s") as update:
                 for batch in batches:
                     texts_b = [job.unique[i] for i in batch.indices]
-                    try:
+                    with self._provider_errors():
                         raw = self.provider._embed(texts_b, input_type)
-                    except EmbedOptError:
-                        raise
-                    except Exception as exc:
-                        raise self._provider_error(exc) from exc
                     items = self._accept(job, batch, raw)
                     if items and self.cache is not None:
                         try:
@@ -344,12 +348,8 @@ class Embedder:
             batches = self._plan(job)
 
             async def call(batch: Batch) -> Any:
-                try:
+                with self._provider_errors():
                     return await self.provider._aembed([job.unique[i] for i in batch.indices], input_type)
-                except EmbedOptError:
-                    raise
-                except Exception as exc:
-                    raise self._provider_error(exc) from exc
 
             with progress_bar(len(job.todo), enabled=self.show_progress, desc=f"embed {input_type}s") as update:
                 async for batch, raw in run_async(batches, call, max_concurrency=self.provider.info.max_concurrency):
