@@ -74,3 +74,13 @@ def static(static_model_dir: Path):
     from embedopt.providers import StaticProvider
 
     return StaticProvider(static_model_dir)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path):
+    """A redis-server of this test's own on a free port (killed at the end)."""
+    from .redis_server import RedisServer
+
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.kill()

@@ -21,7 +21,7 @@ def test_lru_eviction_is_bounded_by_bytes():
     tier.set_many([("k3", vec(3))])
     got = tier.get_many(["k0", "k1", "k2", "k3"])
     assert [g is not None for g in got] == [True, False, True, True]
-    assert tier.stats()["bytes"] <= 3 * per_entry and tier.stats()["evictions"] == 1
+    assert tier.stats()["stored_bytes"] <= 3 * per_entry and tier.stats()["evictions"] == 1
 
 
 def test_ttl_expires_entries():

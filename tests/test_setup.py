@@ -11,7 +11,7 @@ from embedopt import EmbedOptError, MissingExtraError
 
 def test_public_names_are_pinned():
     assert sorted(embedopt.__all__) == sorted([
-        "CacheTier", "Calibration", "CalibrationError", "ConfigError", "DimensionError", "EmbedOptError",
+        "CacheError", "CacheTier", "Calibration", "CalibrationError", "ConfigError", "DimensionError", "EmbedOptError",
         "EmbedStats", "Embedder", "Fingerprint", "InputError", "InputType", "MemoryTier", "MissingExtraError",
         "ModelLoadError", "Precision", "ProviderError", "__version__",
     ])

@@ -8,6 +8,7 @@
 from .cache import CacheTier, MemoryTier
 from .embedder import Embedder, EmbedStats
 from .errors import (
+    CacheError,
     CalibrationError,
     ConfigError,
     DimensionError,
@@ -23,6 +24,7 @@ from .quantization import Calibration, Precision
 __version__ = "0.1.0"
 
 __all__ = [
+    "CacheError",
     "CacheTier",
     "Calibration",
     "CalibrationError",

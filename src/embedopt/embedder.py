@@ -7,6 +7,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -15,6 +16,8 @@ import numpy as np
 
 from .batching import Batch, dedupe, plan_batches, progress_bar, run_async
 from .cache.base import CacheTier, cache_key
+from .cache.memory import MemoryTier
+from .cache.tiered import TieredCache
 from .errors import CalibrationError, ConfigError, EmbedOptError, InputError, ProviderError
 from .fingerprint import INPUT_TYPES, Fingerprint, InputType
 from .matryoshka import check_dim, l2_normalize, truncate
@@ -44,6 +47,8 @@ class EmbedStats:
     tokens: int = 0
     """Tokens sent to the provider (exact where it has a tokenizer, else a conservative estimate)."""
     cache_errors: int = 0
+    shared: int = 0
+    """Texts another concurrent call was already computing; this call waited for its vector instead."""
 
 
 @dataclass
@@ -56,6 +61,8 @@ class _Job:
     keys: list[str] | None
     out: np.ndarray
     todo: list[int] = field(default_factory=list)
+    flights: dict[int, Future[np.ndarray | None]] = field(default_factory=dict)
+    """Texts this call is computing for any concurrent call that asks for them too."""
     tokens_counted: bool = False
     """Whether batch sizes are real token counts (else character counts, used for length sorting only)."""
 
@@ -85,7 +92,10 @@ class Embedder:
     Args:
         provider: where vectors come from (:class:`~embedopt.providers.SentenceTransformerProvider`,
             :class:`~embedopt.providers.StaticProvider`, ...).
-        cache: a cache tier (or tiered cache) of full-precision vectors; ``None`` for no cache.
+        cache: a cache tier or :class:`~embedopt.cache.TieredCache` of full-precision vectors, or a spec for
+            :func:`~embedopt.cache.open_cache` (``"memory,sqlite"``, ``"memory,redis://host:6379/0,sqlite"``);
+            ``None`` for no cache. A lone Redis or SQLite tier is wrapped in a TieredCache, so an outage is
+            skipped with one warning. With a cache, concurrent calls asking for the same text compute it once.
         dim: Matryoshka dimension of the output (``None``: the model's native dimension).
         precision: ``float32``, ``float16``, ``int8``/``uint8`` (needs ``calibration``), ``binary``/``ubinary``.
         normalize: unit-length vectors (recommended: cosine becomes a dot product).
@@ -100,7 +110,7 @@ class Embedder:
         self,
         provider: BaseProvider,
         *,
-        cache: CacheTier | None = None,
+        cache: CacheTier | str | None = None,
         dim: int | None = None,
         precision: Precision = "float32",
         normalize: bool = True,
@@ -121,7 +131,15 @@ class Embedder:
         if dim is not None:
             check_dim(dim, native)
         self.provider = provider
-        self.cache = cache
+        if isinstance(cache, str):
+            from .cache.spec import open_cache
+
+            cache = open_cache(cache)
+        elif isinstance(cache, CacheTier) and not isinstance(cache, (TieredCache, MemoryTier)):
+            cache = TieredCache([cache])  # a lone Redis or SQLite tier gets the circuit breaker too
+        elif cache is not None and not isinstance(cache, CacheTier):
+            raise ConfigError(f"cache must be a cache tier, a spec such as 'memory,sqlite', or None; got {type(cache).__name__}")
+        self.cache: CacheTier | None = cache
         self.dim = native if dim is None else int(dim)
         self.precision: Precision = precision
         self.normalize = normalize
@@ -130,6 +148,7 @@ class Embedder:
         self.cache_ttl = cache_ttl
         self.stats = EmbedStats()
         self._lock = threading.Lock()
+        self._inflight: dict[str, Future[np.ndarray | None]] = {}
         self.calibration = calibration
         if precision in ("int8", "uint8"):
             if calibration is None:
@@ -198,6 +217,9 @@ class Embedder:
     def embed_full(self, texts: Iterable[str], input_type: InputType = "document") -> np.ndarray:
         """Full-dimension float32 vectors (normalized if configured), before truncation and quantization."""
         return self._full(texts, input_type)
+
+    async def aembed_full(self, texts: Iterable[str], input_type: InputType = "document") -> np.ndarray:
+        return await self._afull(texts, input_type)
 
     def calibrate(self, texts: Iterable[str], *, min_samples: int | None = None) -> Calibration:
         """Fit int8/uint8 ranges on a sample of documents, at this Embedder's ``dim``."""
@@ -313,6 +335,75 @@ class Embedder:
     def _finish(self, job: _Job) -> np.ndarray:
         return job.out[job.inverse]
 
+    # ------------------------------------------------------------------------------------------ single flight
+    def _claim(self, job: _Job, *, may_wait: bool) -> list[tuple[int, Future[np.ndarray | None]]]:
+        """Split ``job.todo`` into texts this call computes (it registers a flight for each) and texts another
+        call is already computing (returned, to wait for). Only with a cache: flights are keyed by cache key."""
+        if job.keys is None:
+            return []
+        waits: list[tuple[int, Future[np.ndarray | None]]] = []
+        own: list[int] = []
+        with self._lock:
+            for i in job.todo:
+                key = job.keys[i]
+                fut = self._inflight.get(key)
+                if fut is None:
+                    fut = Future()
+                    self._inflight[key] = fut
+                    job.flights[i] = fut
+                    own.append(i)
+                elif may_wait:
+                    waits.append((i, fut))
+                else:
+                    own.append(i)
+        job.todo = own
+        return waits
+
+    def _land(self, job: _Job, indices: Sequence[int], *, failed: bool = False) -> None:
+        """Hand finished vectors to the calls waiting for them (``None`` on failure: they compute it themselves)."""
+        if not job.flights or job.keys is None:
+            return
+        landed = []
+        with self._lock:
+            for i in indices:
+                fut = job.flights.pop(i, None)
+                if fut is not None:
+                    if self._inflight.get(job.keys[i]) is fut:
+                        del self._inflight[job.keys[i]]
+                    landed.append((i, fut))
+        for i, fut in landed:
+            fut.set_result(None if failed else job.out[i])
+
+    def _take_waited(self, job: _Job, results: Sequence[tuple[int, np.ndarray | None]]) -> None:
+        """Vectors computed by other calls; what they failed to compute becomes this call's work."""
+        job.todo = []
+        for i, vec in results:
+            if vec is None:
+                job.todo.append(i)
+            else:
+                job.out[i] = vec
+        with self._lock:
+            self.stats.shared += len(results) - len(job.todo)
+
+    # ------------------------------------------------------------------------------------------------- sync
+    def _write_back(self, items: list[tuple[str, np.ndarray]]) -> None:
+        if items and self.cache is not None:
+            try:
+                self.cache.set_many(items, self.cache_ttl)
+            except Exception as exc:
+                self._cache_failed("write", exc)
+
+    def _compute(self, job: _Job) -> None:
+        batches = self._plan(job)
+        with progress_bar(len(job.todo), enabled=self.show_progress, desc=f"embed {job.input_type}s") as update:
+            for batch in batches:
+                texts_b = [job.unique[i] for i in batch.indices]
+                with self._provider_errors():
+                    raw = self.provider._embed(texts_b, job.input_type)
+                self._write_back(self._accept(job, batch, raw))
+                self._land(job, batch.indices)
+                update(len(batch.indices))
+
     def _full(self, texts: Iterable[str], input_type: InputType) -> np.ndarray:
         job = self._prepare(texts, input_type)
         if self.cache is not None and job.todo and job.keys is not None:
@@ -320,21 +411,41 @@ class Embedder:
                 self._take_hits(job, self.cache.get_many(job.keys))
             except Exception as exc:
                 self._cache_failed("read", exc)
-        if job.todo:
-            batches = self._plan(job)
-            with progress_bar(len(job.todo), enabled=self.show_progress, desc=f"embed {input_type}s") as update:
-                for batch in batches:
-                    texts_b = [job.unique[i] for i in batch.indices]
-                    with self._provider_errors():
-                        raw = self.provider._embed(texts_b, input_type)
-                    items = self._accept(job, batch, raw)
-                    if items and self.cache is not None:
-                        try:
-                            self.cache.set_many(items, self.cache_ttl)
-                        except Exception as exc:
-                            self._cache_failed("write", exc)
-                    update(len(batch.indices))
+        if not job.todo:
+            return self._finish(job)
+        # Inside a running event loop a blocking wait could stall the very task computing the vector.
+        waits = self._claim(job, may_wait=not _in_event_loop())
+        try:
+            if job.todo:
+                self._compute(job)
+        finally:
+            self._land(job, list(job.flights), failed=True)
+        if waits:
+            self._take_waited(job, [(i, fut.result()) for i, fut in waits])
+            if job.todo:
+                self._compute(job)
         return self._finish(job)
+
+    # ------------------------------------------------------------------------------------------------ async
+    async def _awrite_back(self, items: list[tuple[str, np.ndarray]]) -> None:
+        if items and self.cache is not None:
+            try:
+                await self.cache.aset_many(items, self.cache_ttl)
+            except Exception as exc:
+                self._cache_failed("write", exc)
+
+    async def _acompute(self, job: _Job) -> None:
+        batches = self._plan(job)
+
+        async def call(batch: Batch) -> Any:
+            with self._provider_errors():
+                return await self.provider._aembed([job.unique[i] for i in batch.indices], job.input_type)
+
+        with progress_bar(len(job.todo), enabled=self.show_progress, desc=f"embed {job.input_type}s") as update:
+            async for batch, raw in run_async(batches, call, max_concurrency=self.provider.info.max_concurrency):
+                await self._awrite_back(self._accept(job, batch, raw))
+                self._land(job, batch.indices)
+                update(len(batch.indices))
 
     async def _afull(self, texts: Iterable[str], input_type: InputType) -> np.ndarray:
         big = isinstance(texts, (list, tuple)) and len(texts) >= _OFFLOAD_AT
@@ -344,20 +455,25 @@ class Embedder:
                 self._take_hits(job, await self.cache.aget_many(job.keys))
             except Exception as exc:
                 self._cache_failed("read", exc)
-        if job.todo:
-            batches = self._plan(job)
-
-            async def call(batch: Batch) -> Any:
-                with self._provider_errors():
-                    return await self.provider._aembed([job.unique[i] for i in batch.indices], input_type)
-
-            with progress_bar(len(job.todo), enabled=self.show_progress, desc=f"embed {input_type}s") as update:
-                async for batch, raw in run_async(batches, call, max_concurrency=self.provider.info.max_concurrency):
-                    items = self._accept(job, batch, raw)
-                    if items and self.cache is not None:
-                        try:
-                            await self.cache.aset_many(items, self.cache_ttl)
-                        except Exception as exc:
-                            self._cache_failed("write", exc)
-                    update(len(batch.indices))
+        if not job.todo:
+            return self._finish(job)
+        waits = self._claim(job, may_wait=True)
+        try:
+            if job.todo:
+                await self._acompute(job)
+        finally:
+            self._land(job, list(job.flights), failed=True)
+        if waits:
+            got = [(i, await asyncio.wrap_future(fut)) for i, fut in waits]
+            self._take_waited(job, got)
+            if job.todo:
+                await self._acompute(job)
         return self._finish(job)
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

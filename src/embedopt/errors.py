@@ -68,3 +68,15 @@ class ProviderError(EmbedOptError):
         self.model = model
         self.status = status
         super().__init__(message)
+
+
+class CacheError(EmbedOptError):
+    """A cache tier could not be read or written (Redis down, SQLite file locked or unwritable).
+
+    Raised by a tier used on its own; :class:`~embedopt.cache.TieredCache` and the Embedder catch it, skip the
+    tier and go on, so an embedding request never fails because of the cache.
+    """
+
+    def __init__(self, message: str, *, tier: str) -> None:
+        self.tier = tier
+        super().__init__(message)

@@ -1,8 +1,9 @@
-"""The cache contract shared by every tier, and the key every tier uses."""
+"""The cache contract shared by every tier, the key every tier uses, and the counters every tier reports."""
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -10,9 +11,10 @@ import numpy as np
 
 from ..fingerprint import Fingerprint
 
-__all__ = ["KEY_VERSION", "CacheTier", "cache_key"]
+__all__ = ["KEY_PREFIX", "KEY_VERSION", "CacheTier", "TierCounters", "cache_key", "key_fingerprint"]
 
 KEY_VERSION = "v1"
+KEY_PREFIX = f"embedopt:{KEY_VERSION}:"
 
 
 def cache_key(fingerprint: Fingerprint, text: str) -> str:
@@ -22,12 +24,26 @@ def cache_key(fingerprint: Fingerprint, text: str) -> str:
     native dim and normalization, so a model update or a query/document swap can never hit another's entry.
     Truncated dims and quantized precisions are not in the key: they are derived from the full vector.
     """
-    return f"embedopt:{KEY_VERSION}:{fingerprint.id}:{hashlib.sha256(text.encode('utf-8')).hexdigest()}"
+    return f"{KEY_PREFIX}{fingerprint.id}:{hashlib.sha256(text.encode('utf-8')).hexdigest()}"
+
+
+def key_fingerprint(key: str) -> str:
+    """The fingerprint id inside a cache key (the key itself if it is not one of ours)."""
+    if key.startswith(KEY_PREFIX) and key.count(":") >= 3:
+        return key[len(KEY_PREFIX):].rsplit(":", 1)[0]
+    return key
 
 
 @runtime_checkable
 class CacheTier(Protocol):
-    """A store of full-precision vectors by key. Tiers never raise on a miss; a missing key is ``None``."""
+    """A store of full-precision vectors by key. Tiers never raise on a miss; a missing key is ``None``.
+
+    ``stats()`` counts this process's traffic: ``hits``, ``misses``, ``errors``, ``corrupt`` (entries that
+    failed their checksum or format check and were treated as misses), ``bytes_read`` and ``bytes_written``.
+    ``usage()`` reports what the tier holds (``entries``, ``bytes``), which may cost a scan.
+    """
+
+    name: str
 
     def get_many(self, keys: Sequence[str]) -> list[np.ndarray | None]: ...
 
@@ -40,3 +56,31 @@ class CacheTier(Protocol):
     async def aget_many(self, keys: Sequence[str]) -> list[np.ndarray | None]: ...
 
     async def aset_many(self, items: Sequence[tuple[str, np.ndarray]], ttl: float | None = None) -> None: ...
+
+
+class TierCounters:
+    """Thread-safe traffic counters shared by the tiers."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.hits = self.misses = self.errors = self.corrupt = self.bytes_read = self.bytes_written = 0
+
+    def read(self, hits: int, misses: int, nbytes: int, corrupt: int = 0) -> None:
+        with self._lock:
+            self.hits += hits
+            self.misses += misses
+            self.bytes_read += nbytes
+            self.corrupt += corrupt
+
+    def wrote(self, nbytes: int) -> None:
+        with self._lock:
+            self.bytes_written += nbytes
+
+    def error(self) -> None:
+        with self._lock:
+            self.errors += 1
+
+    def as_dict(self) -> dict[str, int]:
+        with self._lock:
+            return {"hits": self.hits, "misses": self.misses, "errors": self.errors, "corrupt": self.corrupt,
+                    "bytes_read": self.bytes_read, "bytes_written": self.bytes_written}

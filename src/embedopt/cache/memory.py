@@ -18,16 +18,22 @@ class MemoryTier:
     """Least-recently-used vectors up to ``max_bytes`` (vector bytes plus key bytes), with optional TTL.
 
     Thread-safe. Stored arrays are read-only copies, so a caller mutating a returned vector cannot poison it.
+    ``stats()`` adds ``stored_bytes``, ``entries`` and ``evictions`` to the common counters.
     """
 
-    def __init__(self, max_bytes: int = 256 * 1024 * 1024) -> None:
+    name = "memory"
+
+    def __init__(self, max_bytes: int = 256 * 1024 * 1024, *, ttl: float | None = None) -> None:
         if max_bytes < 1:
             raise ConfigError(f"max_bytes must be >= 1, got {max_bytes}")
+        if ttl is not None and ttl <= 0:
+            raise ConfigError(f"ttl must be > 0 seconds or None, got {ttl}")
         self.max_bytes = max_bytes
+        self.ttl = ttl
         self._data: OrderedDict[str, tuple[np.ndarray, float | None]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
-        self._hits = self._misses = self._evictions = 0
+        self._hits = self._misses = self._evictions = self._read = self._written = 0
 
     @staticmethod
     def _size(key: str, vec: np.ndarray) -> int:
@@ -36,22 +42,29 @@ class MemoryTier:
     def get_many(self, keys: Sequence[str]) -> list[np.ndarray | None]:
         now = time.monotonic()
         out: list[np.ndarray | None] = []
+        hits = read = 0
         with self._lock:
+            data = self._data
             for key in keys:
-                entry = self._data.get(key)
-                if entry is not None and entry[1] is not None and entry[1] <= now:
-                    self._drop(key)
-                    entry = None
+                entry = data.get(key)
                 if entry is None:
-                    self._misses += 1
                     out.append(None)
-                else:
-                    self._hits += 1
-                    self._data.move_to_end(key)
-                    out.append(entry[0])
+                    continue
+                if entry[1] is not None and entry[1] <= now:
+                    self._drop(key)
+                    out.append(None)
+                    continue
+                data.move_to_end(key)
+                out.append(entry[0])
+                hits += 1
+                read += entry[0].nbytes
+            self._hits += hits
+            self._misses += len(keys) - hits
+            self._read += read
         return out
 
     def set_many(self, items: Sequence[tuple[str, np.ndarray]], ttl: float | None = None) -> None:
+        ttl = self.ttl if ttl is None else ttl
         expires = time.monotonic() + ttl if ttl is not None else None
         with self._lock:
             for key, vec in items:
@@ -64,6 +77,7 @@ class MemoryTier:
                     self._drop(key)
                 self._data[key] = (arr, expires)
                 self._bytes += size
+                self._written += arr.nbytes
                 while self._bytes > self.max_bytes:
                     oldest = next(iter(self._data))
                     self._drop(oldest)
@@ -80,15 +94,22 @@ class MemoryTier:
                 self._drop(k)
             return len(present)
 
-    def clear(self) -> None:
+    def clear(self) -> int:
         with self._lock:
+            n = len(self._data)
             self._data.clear()
             self._bytes = 0
+            return n
 
     def stats(self) -> dict[str, int]:
         with self._lock:
-            return {"hits": self._hits, "misses": self._misses, "errors": 0, "bytes": self._bytes,
-                    "entries": len(self._data), "evictions": self._evictions}
+            return {"hits": self._hits, "misses": self._misses, "errors": 0, "corrupt": 0,
+                    "bytes_read": self._read, "bytes_written": self._written,
+                    "stored_bytes": self._bytes, "entries": len(self._data), "evictions": self._evictions}
+
+    def usage(self) -> dict[str, int]:
+        with self._lock:
+            return {"entries": len(self._data), "bytes": self._bytes}
 
     async def aget_many(self, keys: Sequence[str]) -> list[np.ndarray | None]:
         return self.get_many(keys)
