@@ -5,7 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.embedopt-installed
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test lint bench base-check install clean
+.PHONY: demo test lint bench base-check install services clean
+
+# apt-get needs root: use sudo when not root.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,11 +29,19 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests examples bench
 	$(BIN)/mypy
 
-test: lint
+# The tests start their own redis-server (Debian's package) on free loopback ports; install it when missing.
+services:
+	@command -v redis-server >/dev/null 2>&1 || [ -x /usr/sbin/redis-server ] || { \
+	  echo "redis-server is missing: installing Debian's redis-server package"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
+test: lint services
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-bench: $(STAMP)
+bench: $(STAMP) services
 	$(BIN)/python bench/embed.py
+	$(BIN)/python bench/cache.py
+	$(BIN)/python bench/semantic_cache.py
 
 # The base install needs numpy only: install it alone in a second venv, import it, and check that a feature
 # whose extra is missing says which extra to install.

@@ -50,3 +50,43 @@ def test_errors_exit_2_with_the_message(static_model_dir, tmp_path, capsys):
                  "--dim", "999"]) == 2
     assert "native dimension 256" in capsys.readouterr().err
     assert not (tmp_path / "o.npy").exists()
+
+
+def test_cache_warm_stats_clear(static_model_dir, tmp_path, capsys, redis_server):
+    src = tmp_path / "in.txt"
+    src.write_text("list directory contents\ncopy files\nlist directory contents\n")
+    spec = f"{redis_server.url},sqlite:{tmp_path / 'v.sqlite3'}"
+    model = f"static:{static_model_dir}"
+    assert main(["cache", "warm", str(src), "-m", model, "--cache", spec]) == 0
+    assert "warmed 2 unique texts as documents: 2 computed, 0 already cached" in capsys.readouterr().err
+    assert main(["cache", "warm", str(src), "-m", model, "--cache", spec, "--input-type", "query"]) == 0
+    assert main(["cache", "warm", str(src), "-m", model, "--cache", spec]) == 0
+    assert "0 computed, 2 already cached" in capsys.readouterr().err.splitlines()[-1]
+
+    assert main(["cache", "stats", "--cache", spec, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["redis"]["entries"] == 4 and report["sqlite"]["entries"] == 4
+    fingerprints = report["sqlite"]["fingerprints"]
+    assert sorted(fingerprints.values()) == [2, 2]
+    doc_fp = next(fp for fp in fingerprints if ".document." in fp)
+
+    # the vectors the CLI cached are the ones an Embedder with the same cache finds
+    from embedopt import Embedder
+    from embedopt.providers import load_provider
+
+    e = Embedder(load_provider(model), cache=f"sqlite:{tmp_path / 'v.sqlite3'}")
+    e.embed_documents(["copy files"])
+    assert e.stats.cache_hits == 1 and e.stats.computed == 0
+
+    assert main(["cache", "clear", "--cache", spec, "--fingerprint", doc_fp]) == 0
+    assert "redis: removed 2 entries" in capsys.readouterr().out
+    assert main(["cache", "stats", "--cache", spec]) == 0
+    out = capsys.readouterr().out
+    assert "2 entries" in out and ".query." in out and ".document." not in out
+    assert main(["cache", "clear", "--cache", spec]) == 0
+    assert main(["cache", "stats", "--cache", "memory"]) == 0
+
+
+def test_cache_bad_spec_exits_2(capsys):
+    assert main(["cache", "stats", "--cache", "memcached://x"]) == 2
+    assert "unknown cache tier" in capsys.readouterr().err

@@ -1,9 +1,10 @@
-"""``embedopt`` command line: embed, distill, info."""
+"""``embedopt`` command line: embed, distill, info, cache."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,10 @@ from .quantization import PRECISIONS
 
 _MODEL_HELP = ("model spec: minilm (default), st:NAME_OR_FOLDER, static:FOLDER, static:distill[:SOURCE], "
                "or a folder")
+
+
+_CACHE_HELP = ("cache tiers, fastest first: memory[:SIZE], sqlite[:PATH], redis://HOST:PORT/DB, rediss://...; "
+               "comma-separated")
 
 
 def _read_texts(source: str, field: str) -> tuple[list[str], list[Any]]:
@@ -66,7 +71,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     calibration = Calibration.load(args.calibration) if args.calibration else None
     embedder = Embedder(load_provider(args.model), dim=args.dim, precision=args.precision,
                         normalize=not args.no_normalize, calibration=calibration,
-                        show_progress=False if args.no_progress else None)
+                        show_progress=False if args.no_progress else None,
+                        cache=args.cache or None)
     vectors = embedder.embed(texts, args.input_type)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
@@ -118,6 +124,54 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_cache(spec: str) -> Any:
+    from .cache import open_cache
+
+    return open_cache(spec)
+
+
+def _cmd_cache_stats(args: argparse.Namespace) -> int:
+    cache = _open_cache(args.cache)
+    report: dict[str, Any] = {}
+    for name, tier in zip(cache.names, cache.tiers, strict=True):
+        entry: dict[str, Any] = {"tier": repr(tier)}
+        entry.update(tier.usage())
+        if hasattr(tier, "usage_by_fingerprint"):
+            entry["fingerprints"] = tier.usage_by_fingerprint()
+        report[name] = entry
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for name, entry in report.items():
+        print(f"{name:8} {entry['entries']:>10,} entries {entry['bytes'] / 1e6:>10.2f} MB   {entry['tier']}")
+        for fp, n in sorted(entry.get("fingerprints", {}).items()):
+            print(f"{'':8} {n:>10,}   {fp}")
+    return 0
+
+
+def _cmd_cache_clear(args: argparse.Namespace) -> int:
+    cache = _open_cache(args.cache)
+    for name, tier in zip(cache.names, cache.tiers, strict=True):
+        removed = tier.clear(args.fingerprint) if name != "memory" else tier.clear()
+        what = f" of {args.fingerprint}*" if args.fingerprint else ""
+        print(f"{name}: removed {removed} entries{what}")
+    return 0
+
+
+def _cmd_cache_warm(args: argparse.Namespace) -> int:
+    from .embedder import Embedder
+    from .providers import load_provider
+
+    texts, _ = _read_texts(args.input, args.field)
+    embedder = Embedder(load_provider(args.model), cache=_open_cache(args.cache),
+                        show_progress=False if args.no_progress else None)
+    embedder.embed_full(texts, args.input_type)
+    s = embedder.stats
+    print(f"warmed {s.unique} unique texts as {args.input_type}s: {s.computed} computed, {s.cache_hits} already "
+          f"cached; fingerprint={embedder.fingerprint(args.input_type).id}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embedopt", description="Cheap, fast, safe-to-change embeddings.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -133,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--field", default="text", help="the text field of .jsonl input (default: text)")
     p.add_argument("--no-normalize", action="store_true", help="keep the model's raw vector lengths")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--cache", default=os.environ.get("EMBEDOPT_CACHE"), help=_CACHE_HELP + " (default: none)")
     p.set_defaults(func=_cmd_embed)
 
     p = sub.add_parser("distill", help="distil a static model2vec model from a sentence-transformers model")
@@ -148,6 +203,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-normalize", action="store_true")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_info)
+
+    cache = sub.add_parser("cache", help="inspect, clear or fill the vector cache")
+    csub = cache.add_subparsers(dest="cache_command", required=True)
+    default_cache = os.environ.get("EMBEDOPT_CACHE") or "sqlite"
+    p = csub.add_parser("stats", help="entries and bytes per tier, and per model fingerprint")
+    p.add_argument("--cache", default=default_cache, help=_CACHE_HELP + " (default: $EMBEDOPT_CACHE or sqlite)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_cache_stats)
+    p = csub.add_parser("clear", help="delete cached vectors (all, or one model's with --fingerprint)")
+    p.add_argument("--cache", default=default_cache, help=_CACHE_HELP + " (default: $EMBEDOPT_CACHE or sqlite)")
+    p.add_argument("--fingerprint", default=None,
+                   help="only entries whose fingerprint id starts with this (see `embedopt info` or `cache stats`)")
+    p.set_defaults(func=_cmd_cache_clear)
+    p = csub.add_parser("warm", help="embed a file into the cache ahead of time")
+    p.add_argument("input", nargs="?", default="-", help="a .jsonl file, a text file (one text a line), or -")
+    p.add_argument("-m", "--model", default="minilm", help=_MODEL_HELP)
+    p.add_argument("--input-type", choices=("document", "query"), default="document")
+    p.add_argument("--field", default="text", help="the text field of .jsonl input (default: text)")
+    p.add_argument("--cache", default=default_cache, help=_CACHE_HELP + " (default: $EMBEDOPT_CACHE or sqlite)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_cache_warm)
     return parser
 
 

@@ -257,14 +257,29 @@ class Embedder:
         return _Job(input_type, fp, unique, inverse, first, keys, out, list(range(len(unique))))
 
     def _take_hits(self, job: _Job, found: Sequence[np.ndarray | None]) -> None:
-        todo = []
+        """Keep cached vectors of the right shape and finite values; anything else is a miss (recomputed, and
+        the write-back overwrites the bad entry)."""
+        dim = self.native_dim
+        rows: list[int] = []
+        vecs: list[np.ndarray] = []
+        todo: list[int] = []
         for i, vec in zip(job.todo, found, strict=True):
-            if vec is not None and vec.shape == (self.native_dim,) and np.isfinite(vec).all():
-                job.out[i] = vec
+            if vec is not None and vec.shape == (dim,):
+                rows.append(i)
+                vecs.append(vec)
             else:
                 todo.append(i)
+        if rows:
+            block = np.stack(vecs)
+            finite = np.isfinite(block).all(axis=1)
+            if not finite.all():
+                todo.extend(i for i, ok in zip(rows, finite, strict=True) if not ok)
+                rows = [i for i, ok in zip(rows, finite, strict=True) if ok]
+                block = block[finite]
+            job.out[rows] = block
+            todo.sort()
         with self._lock:
-            self.stats.cache_hits += len(job.todo) - len(todo)
+            self.stats.cache_hits += len(rows)
         job.todo = todo
 
     def _plan(self, job: _Job) -> list[Batch]:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from typing import Literal
 
 __all__ = ["FINGERPRINT_VERSION", "Fingerprint", "InputType"]
@@ -52,13 +53,13 @@ class Fingerprint:
         blob = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
-    @property
+    @cached_property
     def id(self) -> str:
         """A stable, readable identifier: ``{provider}.{model}.{input_type}.{hash of every field}``."""
         model = _SLUG.sub("_", self.model.strip("/"))[-60:]
         return f"{self.provider}.{model}.{self.input_type}.{self._digest(with_provider=True)}"
 
-    @property
+    @cached_property
     def space_id(self) -> str:
         """Like :attr:`id` but without the provider: the same open model served by two providers shares it."""
         return self._digest(with_provider=False)
