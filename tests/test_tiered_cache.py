@@ -107,3 +107,15 @@ def test_open_cache_specs(tmp_path, redis_server):
         open_cache("memory:lots")
     with pytest.raises(ConfigError, match="at least one tier"):
         TieredCache([])
+
+
+def test_an_embedder_with_a_lone_dead_tier_warns_once(fake_provider, recorder, caplog):
+    from embedopt import Embedder
+
+    e = Embedder(fake_provider, cache=RedisTier("redis://127.0.0.1:1/0"))  # nothing listens on port 1
+    assert isinstance(e.cache, TieredCache)  # a lone tier gets the circuit breaker
+    with caplog.at_level(logging.WARNING, logger="embedopt"):
+        for _ in range(3):
+            assert e.embed_documents(["a", "b"]).shape == (2, 16)
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+    assert len(recorder.calls) == 3 * 1  # max_batch 4: one call per request, nothing cached
