@@ -84,3 +84,20 @@ def redis_server(tmp_path: Path):
     server = RedisServer(tmp_path).start()
     yield server
     server.kill()
+
+
+@pytest.fixture
+def api_server():
+    """Start FakeEmbeddingAPI servers on free loopback ports: ``api_server(embed_fn, **options)``."""
+    from .api_server import FakeEmbeddingAPI
+
+    started = []
+
+    def start(embed, **options):
+        server = FakeEmbeddingAPI(embed, **options).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -18,11 +20,13 @@ from .batching import Batch, dedupe, plan_batches, progress_bar, run_async
 from .cache.base import CacheTier, cache_key
 from .cache.memory import MemoryTier
 from .cache.tiered import TieredCache
+from .costs import CostLedger
 from .errors import CalibrationError, ConfigError, EmbedOptError, InputError, ProviderError
 from .fingerprint import INPUT_TYPES, Fingerprint, InputType
 from .matryoshka import check_dim, l2_normalize, truncate
-from .providers.base import BaseProvider
+from .providers.base import BaseProvider, estimate_tokens
 from .quantization import Calibration, Precision, bytes_per_vector, check_precision, quantize
+from .retry import RetryPolicy
 
 __all__ = ["EmbedStats", "Embedder"]
 
@@ -45,7 +49,7 @@ class EmbedStats:
     """Texts the provider embedded."""
     provider_calls: int = 0
     tokens: int = 0
-    """Tokens sent to the provider (exact where it has a tokenizer, else a conservative estimate)."""
+    """Tokens sent to the provider: as it billed them where it reports usage, else counted or estimated."""
     cache_errors: int = 0
     shared: int = 0
     """Texts another concurrent call was already computing; this call waited for its vector instead."""
@@ -104,6 +108,10 @@ class Embedder:
         on_overflow: inputs longer than the model's token limit are cut by the model (``truncate``) or refused
             with an :class:`~embedopt.errors.InputError` naming them (``error``).
         cache_ttl: seconds an entry written by this Embedder lives (``None``: the tier's default).
+        retry: how transient provider errors (429, 5xx, timeouts) are retried; default :class:`RetryPolicy()`.
+            A :class:`~embedopt.router.Router` retries per route itself, so it is not retried again here.
+        ledger: where tokens, requests, dollars and cache savings are recorded (a Router's own ledger by
+            default, else a new one); read it as ``embedder.ledger``.
     """
 
     def __init__(
@@ -118,6 +126,8 @@ class Embedder:
         show_progress: bool | None = None,
         on_overflow: OnOverflow = "truncate",
         cache_ttl: float | None = None,
+        retry: RetryPolicy | None = None,
+        ledger: CostLedger | None = None,
     ) -> None:
         if not isinstance(provider, BaseProvider):
             raise ConfigError(
@@ -147,6 +157,10 @@ class Embedder:
         self.on_overflow: OnOverflow = on_overflow
         self.cache_ttl = cache_ttl
         self.stats = EmbedStats()
+        self._routed = hasattr(provider, "ledger") and hasattr(provider, "routes")
+        self.retry = RetryPolicy.none() if self._routed else (retry or RetryPolicy())
+        self.ledger: CostLedger = ledger if ledger is not None else (
+            provider.ledger if self._routed else CostLedger())  # type: ignore[attr-defined]
         self._lock = threading.Lock()
         self._inflight: dict[str, Future[np.ndarray | None]] = {}
         self.calibration = calibration
@@ -280,6 +294,9 @@ class Embedder:
             todo.sort()
         with self._lock:
             self.stats.cache_hits += len(rows)
+        price = self.provider.info.price_per_1m_tokens
+        if rows and price > 0:  # what the hits would have cost (estimated tokens: counting exactly costs time)
+            self.ledger.record_cache_hits(len(rows), sum(estimate_tokens(job.unique[i]) for i in rows), price)
         job.todo = todo
 
     def _plan(self, job: _Job) -> list[Batch]:
@@ -324,10 +341,20 @@ class Embedder:
         with self._lock:
             self.stats.computed += n
             self.stats.provider_calls += 1
-            self.stats.tokens += batch.tokens if job.tokens_counted else 0
         if job.keys is None:
             return []
         return [(job.keys[i], job.out[i]) for i in batch.indices]
+
+    def _bill(self, job: _Job, batch: Batch, texts: list[str], used: int | None, seconds: float) -> None:
+        """Record a provider call in the ledger (a Router records its own calls, per route)."""
+        tokens = used if used is not None else (batch.tokens if job.tokens_counted else
+                                                sum(estimate_tokens(t) for t in texts))
+        with self._lock:
+            self.stats.tokens += tokens
+        if not self._routed:
+            info = self.provider.info
+            self.ledger.record(f"{info.provider}:{info.model}", kind=info.kind, texts=len(texts), tokens=tokens,
+                               price_per_1m_tokens=info.price_per_1m_tokens, seconds=seconds)
 
     @contextmanager
     def _provider_errors(self) -> Iterator[None]:
@@ -413,8 +440,10 @@ class Embedder:
         with progress_bar(len(job.todo), enabled=self.show_progress, desc=f"embed {job.input_type}s") as update:
             for batch in batches:
                 texts_b = [job.unique[i] for i in batch.indices]
+                started = time.monotonic()
                 with self._provider_errors():
-                    raw = self.provider._embed(texts_b, job.input_type)
+                    raw, used = self.retry.call(partial(self.provider._embed_with_usage, texts_b, job.input_type))
+                self._bill(job, batch, texts_b, used, time.monotonic() - started)
                 self._write_back(self._accept(job, batch, raw))
                 self._land(job, batch.indices)
                 update(len(batch.indices))
@@ -453,8 +482,12 @@ class Embedder:
         batches = self._plan(job)
 
         async def call(batch: Batch) -> Any:
+            texts_b = [job.unique[i] for i in batch.indices]
+            started = time.monotonic()
             with self._provider_errors():
-                return await self.provider._aembed([job.unique[i] for i in batch.indices], job.input_type)
+                raw, used = await self.retry.acall(partial(self.provider._aembed_with_usage, texts_b, job.input_type))
+            self._bill(job, batch, texts_b, used, time.monotonic() - started)
+            return raw
 
         with progress_bar(len(job.todo), enabled=self.show_progress, desc=f"embed {job.input_type}s") as update:
             async for batch, raw in run_async(batches, call, max_concurrency=self.provider.info.max_concurrency):

@@ -60,14 +60,24 @@ class ModelLoadError(EmbedOptError):
 
 
 class ProviderError(EmbedOptError):
-    """A provider failed to embed, or returned vectors that cannot be used (NaN, wrong shape)."""
+    """A provider failed to embed, or returned vectors that cannot be used (NaN, wrong shape).
+
+    ``status`` is the HTTP status where there was one; ``retryable`` says whether trying again may help (429,
+    5xx, timeouts, dropped connections, malformed bodies); ``retry_after`` is the server's Retry-After in seconds.
+    """
 
     def __init__(self, message: str, *, provider: str | None = None, model: str | None = None,
-                 status: int | None = None) -> None:
+                 status: int | None = None, retryable: bool = False, retry_after: float | None = None) -> None:
         self.provider = provider
         self.model = model
         self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
         super().__init__(message)
+
+
+class BudgetExceededError(ProviderError):
+    """Every route that could serve a request would go over a spending cap (see :class:`~embedopt.Budget`)."""
 
 
 class CacheError(EmbedOptError):

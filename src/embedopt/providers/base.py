@@ -88,6 +88,13 @@ class BaseProvider:
         """Async twin of :meth:`_embed`; the default runs it in a worker thread so the event loop never blocks."""
         return await asyncio.to_thread(self._embed, texts, input_type)
 
+    def _embed_with_usage(self, texts: list[str], input_type: InputType) -> tuple[np.ndarray, int | None]:
+        """Vectors and the tokens the provider billed (``None`` when it does not say). APIs override this."""
+        return self._embed(texts, input_type), None
+
+    async def _aembed_with_usage(self, texts: list[str], input_type: InputType) -> tuple[np.ndarray, int | None]:
+        return await self._aembed(texts, input_type), None
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Token counts per text, with the provider's own tokenizer where it has one."""
         return [estimate_tokens(t) for t in texts]

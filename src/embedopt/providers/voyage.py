@@ -1,0 +1,164 @@
+"""Voyage AI embeddings through the official ``voyageai`` client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._extras import require
+from ..catalog import card
+from ..errors import ConfigError, EmbedOptError, ProviderError
+from ..fingerprint import InputType
+from ..quantization import Precision
+from ._api import PerLoop, api_error, api_key_from, decode_embeddings, parse_retry_after, redact
+from .base import BaseProvider, ProviderInfo, ProviderKind
+
+__all__ = ["VOYAGE_DTYPES", "VoyageProvider"]
+
+#: embedopt precision → Voyage ``output_dtype``. Voyage's int8/uint8 are its own scalar quantization; binary and
+#: ubinary pack 8 dimensions a byte exactly as embedopt (and sentence-transformers) do.
+VOYAGE_DTYPES: dict[str, str] = {"float32": "float", "int8": "int8", "uint8": "uint8", "binary": "binary",
+                                 "ubinary": "ubinary"}
+_NUMPY = {"int8": np.int8, "uint8": np.uint8, "binary": np.int8, "ubinary": np.uint8}
+
+
+class VoyageProvider(BaseProvider):
+    """Embeddings from Voyage AI (``voyage-3``, ``voyage-3-large``, ``voyage-code-3``, ...).
+
+    ``input_type`` is sent as Voyage's ``query``/``document``, so Voyage applies its own prompts. Batches stay
+    within the model's limits (1,000 inputs; 120k-320k tokens by model). Token counts are estimated: the client's
+    ``tokenize`` downloads a tokenizer from the hub and is never called. Over-long inputs are truncated by Voyage
+    (``truncation=True``) unless the Embedder refuses them first (``on_overflow="error"``). The client never
+    retries; the core does.
+
+    Args:
+        model: a Voyage model name.
+        api_key: defaults to ``$VOYAGE_API_KEY``. Never shown in a repr, log or error.
+        base_url: another endpoint (a proxy, or a test server), e.g. ``http://127.0.0.1:8000/v1``.
+        output_dimension: Matryoshka size the server returns (voyage-3-large / voyage-code-3: 2048, 1024, 512, 256).
+        price_per_1m_tokens: USD per million tokens (default: the catalog's).
+    """
+
+    def __init__(self, model: str = "voyage-3", *, api_key: str | None = None, base_url: str | None = None,
+                 output_dimension: int | None = None, dim: int | None = None, kind: ProviderKind = "api",
+                 price_per_1m_tokens: float | None = None, revision: str | None = None, timeout: float = 30.0,
+                 max_concurrency: int = 4) -> None:
+        require("voyageai", extra="voyage", feature="VoyageProvider")
+        self._key = api_key_from(api_key, "VOYAGE_API_KEY", required=True, provider="Voyage")
+        entry = card(model)
+        if output_dimension is not None and entry is not None and entry.matryoshka_dims \
+                and output_dimension not in entry.matryoshka_dims:
+            raise ConfigError(f"{model} supports output_dimension in {entry.matryoshka_dims}, got {output_dimension}")
+        native = output_dimension or dim or (entry.dim if entry else None)
+        if native is None:
+            raise ConfigError(f"the catalog does not know {model!r}; pass dim= (its output dimension)")
+        self.model = model
+        self.base_url = base_url
+        self.output_dimension = output_dimension
+        self.timeout = timeout
+        self._info = ProviderInfo(
+            provider="voyage",
+            model=model,
+            revision=revision or f"voyage:{model}" + (f":dim={output_dimension}" if output_dimension else ""),
+            dim=int(native),
+            kind=kind,
+            max_batch=entry.max_batch if entry else 128,
+            max_tokens=entry.max_tokens if entry else None,
+            max_batch_tokens=entry.max_batch_tokens if entry else 120_000,
+            price_per_1m_tokens=float(price_per_1m_tokens if price_per_1m_tokens is not None
+                                      else (entry.price_per_1m_tokens if entry else 0.0)),
+            max_concurrency=max_concurrency,
+        )
+        self._client: Any = None
+        self._aclients = PerLoop(self._make_async)
+
+    @property
+    def info(self) -> ProviderInfo:
+        return self._info
+
+    def __repr__(self) -> str:
+        where = f", base_url={self.base_url!r}" if self.base_url else ""
+        return f"VoyageProvider(model={self.model!r}, dim={self._info.dim}{where})"
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import voyageai
+
+            self._client = voyageai.Client(api_key=self._key, max_retries=0, timeout=self.timeout,
+                                           base_url=self.base_url)
+        return self._client
+
+    def _make_async(self) -> Any:
+        import voyageai
+
+        return voyageai.AsyncClient(api_key=self._key, max_retries=0, timeout=self.timeout, base_url=self.base_url)
+
+    # ------------------------------------------------------------------------------------------------- wire
+    def _kwargs(self, texts: list[str], input_type: InputType, dtype: str = "float") -> dict[str, Any]:
+        return {"texts": texts, "model": self.model, "input_type": input_type, "truncation": True,
+                "output_dtype": dtype, "output_dimension": self.output_dimension}
+
+    def _map(self, exc: Exception) -> EmbedOptError:
+        from voyageai import error as verr
+
+        if isinstance(exc, EmbedOptError):
+            return exc
+        status = getattr(exc, "http_status", None)
+        message = getattr(exc, "user_message", None) or str(exc)
+        if isinstance(exc, (verr.Timeout, verr.APIConnectionError, verr.TryAgain)):
+            return api_error("voyage", self.model, status=None, message=f"{type(exc).__name__}: {message}",
+                             secret=self._key)
+        if isinstance(exc, verr.VoyageError):
+            retryable = None if status not in (None, 200) else True  # a 200 that is not JSON: malformed
+            return api_error("voyage", self.model, status=status if status != 200 else None, message=message,
+                             secret=self._key, retry_after=parse_retry_after(getattr(exc, "headers", None)),
+                             retryable=retryable)
+        if isinstance(exc, (KeyError, ValueError, TypeError, AttributeError)):
+            return api_error("voyage", self.model, status=None, message=f"malformed answer: {exc}",
+                             secret=self._key, retryable=True)
+        return ProviderError(redact(f"voyage model {self.model} failed: {type(exc).__name__}: {exc}", self._key),
+                             provider="voyage", model=self.model)
+
+    def _parse(self, result: Any, n: int) -> tuple[np.ndarray, int | None]:
+        try:
+            items, tokens = result.embeddings, int(result.total_tokens)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise self._map(exc) from None
+        return decode_embeddings(items, n, self._info.dim, provider="voyage", model=self.model), tokens
+
+    def _embed_with_usage(self, texts: list[str], input_type: InputType) -> tuple[np.ndarray, int | None]:
+        try:
+            result = self.client.embed(**self._kwargs(texts, input_type))
+        except Exception as exc:
+            raise self._map(exc) from None
+        return self._parse(result, len(texts))
+
+    async def _aembed_with_usage(self, texts: list[str], input_type: InputType) -> tuple[np.ndarray, int | None]:
+        try:
+            result = await self._aclients.get().embed(**self._kwargs(texts, input_type))
+        except Exception as exc:
+            raise self._map(exc) from None
+        return self._parse(result, len(texts))
+
+    def _embed(self, texts: list[str], input_type: InputType) -> np.ndarray:
+        return self._embed_with_usage(texts, input_type)[0]
+
+    async def _aembed(self, texts: list[str], input_type: InputType) -> np.ndarray:
+        return (await self._aembed_with_usage(texts, input_type))[0]
+
+    def embed_quantized(self, texts: list[str], input_type: InputType, precision: Precision) -> np.ndarray:
+        """Vectors quantized by Voyage (``output_dtype``), as the embedopt precision of the same layout.
+
+        These are not full-precision vectors, so they bypass the cache; use them to cut transfer and storage when
+        Voyage's own quantization is what you want. ``binary``/``ubinary`` pack bits like embedopt does;
+        ``int8``/``uint8`` use Voyage's scale, not an embedopt :class:`~embedopt.Calibration`.
+        """
+        if precision not in VOYAGE_DTYPES or precision == "float32":
+            raise ConfigError(f"precision must be one of {sorted(set(VOYAGE_DTYPES) - {'float32'})}, got {precision!r}")
+        try:
+            result = self.client.embed(**self._kwargs(list(texts), input_type, VOYAGE_DTYPES[precision]))
+            return np.asarray(result.embeddings, dtype=_NUMPY[precision])
+        except Exception as exc:
+            raise self._map(exc) from None
