@@ -98,13 +98,16 @@ class FakeEmbeddingAPI:
     # ------------------------------------------------------------------------------------------ handling
     def _send(self, h: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str] | None = None,
               content_type: str = "application/json") -> None:
-        h.send_response(status)
-        h.send_header("Content-Type", content_type)
-        h.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            h.send_header(k, v)
-        h.end_headers()
-        h.wfile.write(body)
+        try:
+            h.send_response(status)
+            h.send_header("Content-Type", content_type)
+            h.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                h.send_header(k, v)
+            h.end_headers()
+            h.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout): nothing to answer
+            h.close_connection = True
 
     def _error(self, h: BaseHTTPRequestHandler, status: int, message: str, headers: dict[str, str] | None = None):
         body = json.dumps({"error": {"message": message, "type": "test_error", "code": status},

@@ -67,7 +67,7 @@ def test_openai_over_long_inputs_are_cut_or_refused(openai_api):
     server, provider = openai_api
     long = "token " * 12_000  # 12,000 cl100k tokens
     Embedder(provider, retry=FAST_RETRY).embed_documents([long, "short"])
-    sent = [t for t in server.bodies[-1]["input"] if t != "short"][0]
+    sent = next(t for t in server.bodies[-1]["input"] if t != "short")
     assert len(local_bpe().encode_ordinary(sent)) == 8191
     with pytest.raises(InputError, match=r"text #0 has 1200\d tokens, over text-embedding-3-small's limit of 8191"):
         Embedder(provider, on_overflow="error").embed_documents([long, "short"])
@@ -175,7 +175,7 @@ def test_voyage_retries_429_and_malformed(voyage_api):
 
 
 async def test_voyage_async(voyage_api):
-    server, provider = voyage_api
+    _server, provider = voyage_api
     out = await Embedder(provider, retry=FAST_RETRY).aembed_documents(["a", "b", "c"])
     assert out.shape == (3, 1024)
 

@@ -11,9 +11,9 @@ from embedopt import EmbedOptError, MissingExtraError
 
 def test_public_names_are_pinned():
     assert sorted(embedopt.__all__) == sorted([
-        "CacheError", "CacheTier", "Calibration", "CalibrationError", "ConfigError", "DimensionError", "EmbedOptError",
+        "Budget", "BudgetExceededError", "CacheError", "CacheTier", "Calibration", "CostLedger", "CalibrationError", "ConfigError", "DimensionError", "EmbedOptError",
         "EmbedStats", "Embedder", "Fingerprint", "InputError", "InputType", "MemoryTier", "MissingExtraError",
-        "ModelLoadError", "Precision", "ProviderError", "__version__",
+        "ModelLoadError", "Precision", "ProviderError", "RetryPolicy", "Route", "Router", "__version__",
     ])
     for name in embedopt.__all__:
         assert hasattr(embedopt, name)

@@ -6,8 +6,10 @@
 """
 
 from .cache import CacheTier, MemoryTier
+from .costs import Budget, CostLedger
 from .embedder import Embedder, EmbedStats
 from .errors import (
+    BudgetExceededError,
     CacheError,
     CalibrationError,
     ConfigError,
@@ -20,15 +22,20 @@ from .errors import (
 )
 from .fingerprint import Fingerprint, InputType
 from .quantization import Calibration, Precision
+from .retry import RetryPolicy
+from .router import Route, Router
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Budget",
+    "BudgetExceededError",
     "CacheError",
     "CacheTier",
     "Calibration",
     "CalibrationError",
     "ConfigError",
+    "CostLedger",
     "DimensionError",
     "EmbedOptError",
     "EmbedStats",
@@ -41,5 +48,8 @@ __all__ = [
     "ModelLoadError",
     "Precision",
     "ProviderError",
+    "RetryPolicy",
+    "Route",
+    "Router",
     "__version__",
 ]

@@ -12,18 +12,21 @@ logger = logging.getLogger("embedopt")
 
 
 class CircuitBreaker:
-    """Closed (use it) → open after a failure (skip it for ``cooldown`` s) → half-open (one trial call).
+    """Closed (use it) → open after ``failure_threshold`` failures in a row (skip it for ``cooldown`` s) →
+    half-open (one trial call).
 
     The cooldown doubles after each failed trial, up to ``max_cooldown``; one success closes the breaker. An
     outage logs one warning when it starts and one info line when it ends, however many calls it skips.
     """
 
     def __init__(self, name: str, cooldown: float = 5.0, max_cooldown: float = 60.0, *,
-                 consequence: str = "going on without it") -> None:
+                 consequence: str = "going on without it", failure_threshold: int = 1) -> None:
         self.name = name
         self.base = cooldown
         self.max = max_cooldown
         self.consequence = consequence
+        self.failure_threshold = max(1, failure_threshold)
+        self.failures_in_a_row = 0
         self.cooldown = cooldown
         self.open_until = 0.0
         self.is_open = False
@@ -44,6 +47,7 @@ class CircuitBreaker:
             return False
 
     def success(self) -> None:
+        self.failures_in_a_row = 0
         if not self.is_open:
             return
         with self._lock:
@@ -59,6 +63,10 @@ class CircuitBreaker:
                 self.cooldown = min(self.cooldown * 2, self.max)
                 self.open_until = time.monotonic() + self.cooldown
                 logger.debug("embedopt: %s still failing: %s", self.name, exc)
+                return
+            self.failures_in_a_row += 1
+            if self.failures_in_a_row < self.failure_threshold:
+                logger.info("embedopt: %s failed (%d in a row): %s", self.name, self.failures_in_a_row, exc)
                 return
             self.is_open = True
             self.trips += 1

@@ -1,4 +1,4 @@
-"""``embedopt`` command line: embed, distill, info, cache."""
+"""``embedopt`` command line: embed, distill, info, cache, models, costs."""
 
 from __future__ import annotations
 
@@ -172,6 +172,76 @@ def _cmd_cache_warm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .catalog import CATALOG, recommend
+
+    rows = [(c, "") for c in CATALOG] if args.use_case is None else recommend(args.use_case)
+    if args.json:
+        print(json.dumps([{"name": c.name, "provider": c.provider, "kind": c.kind, "dim": c.dim,
+                           "max_tokens": c.max_tokens, "price_per_1m_tokens": c.price_per_1m_tokens,
+                           "matryoshka_dims": list(c.matryoshka_dims), "languages": c.languages,
+                           "use_cases": list(c.use_cases), "reason": why or None} for c, why in rows], indent=2))
+        return 0
+    print(f"{'model':48} {'kind':11} {'dim':>5} {'context':>8} {'$/1M tok':>9}  {'Matryoshka':18} languages")
+    for c, why in rows:
+        price = f"{c.price_per_1m_tokens:.2f}" if c.kind == "api" else "self"
+        context = f"{c.max_tokens:,}" if c.max_tokens else "-"
+        dims = ",".join(map(str, c.matryoshka_dims)) or "-"
+        print(f"{c.name:48} {c.kind:11} {c.dim:>5} {context:>8} {price:>9}  {dims:18} {c.languages}")
+        if why:
+            print(f"{'':4}{why}")
+    return 0
+
+
+def _cmd_costs(args: argparse.Namespace) -> int:
+    from .catalog import card
+    from .costs import CostLedger, estimate
+
+    if args.estimate:
+        entry = card(args.model)
+        price = args.price if args.price is not None else (entry.price_per_1m_tokens if entry else None)
+        if price is None:
+            raise ConfigError(f"no catalog price for {args.model!r}; pass --price (USD per 1M tokens)")
+        figures = estimate(requests_per_day=args.requests_per_day, tokens_per_request=args.tokens_per_request,
+                           price_per_1m_tokens=price, instance_usd_per_hour=args.instance_usd_per_hour,
+                           instance_tokens_per_second=args.instance_tokens_per_second,
+                           cache_hit_rate=args.cache_hit_rate)
+        if args.json:
+            print(json.dumps({"model": args.model, "price_per_1m_tokens": price, **figures}, indent=2))
+            return 0
+        api, on, busy = (figures["api_usd_per_day"], figures["self_hosted_always_on_usd_per_day"],
+                         figures["self_hosted_busy_only_usd_per_day"])
+        print(f"workload: {args.requests_per_day:,.0f} requests/day x {args.tokens_per_request:,.0f} tokens, "
+              f"{args.cache_hit_rate:.0%} cache hits = {figures['tokens_per_day']:,.0f} tokens/day")
+        print(f"API {args.model} at ${price}/1M tokens:        ${api:,.2f}/day  ${api * 30:,.2f}/month")
+        print(f"self-hosted, always on at ${args.instance_usd_per_hour}/h:   ${on:,.2f}/day  ${on * 30:,.2f}/month")
+        print(f"self-hosted, billed busy hours only:  ${busy:,.2f}/day  "
+              f"({figures['self_hosted_busy_hours_per_day']:.2f} h at {args.instance_tokens_per_second:,.0f} tokens/s)")
+        cheaper = "the API" if api < on else "self-hosting"
+        print(f"cheaper against an always-on instance: {cheaper}; break-even at "
+              f"{figures['breakeven_tokens_per_day_vs_always_on']:,.0f} tokens/day")
+        return 0
+    if not args.ledger:
+        raise ConfigError("give a ledger file (CostLedger.to_json(path)) or --estimate")
+    path = Path(args.ledger)
+    if not path.is_file():
+        raise ConfigError(f"ledger file {args.ledger!r} does not exist")
+    try:
+        ledger = CostLedger.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{args.ledger} is not a cost ledger export: {exc}") from exc
+    if args.json:
+        print(ledger.to_json())
+        return 0
+    print(f"{'route':56} {'kind':11} {'requests':>9} {'failed':>7} {'tokens':>12} {'USD':>10}")
+    for name, t in ledger.routes.items():
+        print(f"{name:56} {t.kind:11} {t.requests:>9,} {t.failures:>7,} {t.tokens:>12,} {t.usd:>10.4f}")
+    print(f"{'total':56} {'':11} {'':>9} {'':>7} {'':>12} {ledger.total_usd:>10.4f}")
+    print(f"cache: {ledger.cache_hits:,} hits saved {ledger.cache_tokens_saved:,} tokens, "
+          f"${ledger.cache_usd_saved:.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embedopt", description="Cheap, fast, safe-to-change embeddings.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -224,6 +294,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default=default_cache, help=_CACHE_HELP + " (default: $EMBEDOPT_CACHE or sqlite)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_cache_warm)
+
+    p = sub.add_parser("models", help="the model catalog, or recommendations for a use case")
+    p.add_argument("--use-case", choices=("general", "multilingual", "code", "low-latency"), default=None)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("costs", help="print a saved cost ledger, or estimate API vs self-hosted costs")
+    p.add_argument("ledger", nargs="?", help="a JSON file written by CostLedger.to_json(path)")
+    p.add_argument("--estimate", action="store_true", help="compare API dollars with self-hosted machine time")
+    p.add_argument("--model", default="voyage-3", help="API model whose price to use (default: voyage-3)")
+    p.add_argument("--price", type=float, default=None, help="USD per 1M tokens (default: the catalog's)")
+    p.add_argument("--requests-per-day", type=float, default=10_000)
+    p.add_argument("--tokens-per-request", type=float, default=1_500)
+    p.add_argument("--cache-hit-rate", type=float, default=0.0)
+    p.add_argument("--instance-usd-per-hour", type=float, default=0.50)
+    p.add_argument("--instance-tokens-per-second", type=float, default=10_000,
+                   help="what one instance embeds per second (measure yours: make bench)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_costs)
     return parser
 
 

@@ -48,7 +48,8 @@ class Route:
 class _Live:
     """A route with its resolved settings and its running state."""
 
-    def __init__(self, route: Route, name: str, retry: RetryPolicy, cooldown: float, max_cooldown: float) -> None:
+    def __init__(self, route: Route, name: str, retry: RetryPolicy, cooldown: float, max_cooldown: float,
+                 failure_threshold: int) -> None:
         info = route.provider.info
         self.provider = route.provider
         self.name = name
@@ -57,7 +58,8 @@ class _Live:
                            else info.price_per_1m_tokens)
         self.retry = route.retry or retry
         self.breaker = CircuitBreaker(f"route {name!r}", cooldown, max_cooldown,
-                                      consequence="requests go to the other routes")
+                                      consequence="requests go to the other routes",
+                                      failure_threshold=failure_threshold)
         self.latency: float | None = None
         """Moving average of seconds per successful request."""
 
@@ -74,12 +76,14 @@ class Router(BaseProvider):
         ledger: where spend is recorded (one is made if not given); share it with an Embedder to see cache savings.
         retry: retries per route before falling back (default: 3 attempts, at most 15 s).
         cooldown: seconds a failing route is skipped before a trial request (doubling up to ``max_cooldown``).
+        failure_threshold: failed requests in a row (each after its retries) that open a route's breaker.
         normalize: the normalization the Embedder will apply (part of the space check).
     """
 
     def __init__(self, routes: Sequence[Route | BaseProvider], *, policy: Policy = "prefer_self_hosted",
                  budget: Budget | None = None, ledger: CostLedger | None = None, retry: RetryPolicy | None = None,
-                 cooldown: float = 5.0, max_cooldown: float = 60.0, normalize: bool = True) -> None:
+                 cooldown: float = 5.0, max_cooldown: float = 60.0, failure_threshold: int = 3,
+                 normalize: bool = True) -> None:
         if policy not in POLICIES:
             raise ConfigError(f"policy must be one of {POLICIES}, got {policy!r}")
         wrapped = [r if isinstance(r, Route) else Route(r) for r in routes]
@@ -97,7 +101,8 @@ class Router(BaseProvider):
             while name in names:
                 name, n = f"{base}#{n}", n + 1
             names.append(name)
-        self.routes = [_Live(r, n, retry, cooldown, max_cooldown) for r, n in zip(wrapped, names, strict=True)]
+        self.routes = [_Live(r, n, retry, cooldown, max_cooldown, failure_threshold)
+                       for r, n in zip(wrapped, names, strict=True)]
         self.policy: Policy = policy
         self.budget = budget
         self.ledger = ledger if ledger is not None else CostLedger()

@@ -7,6 +7,8 @@ import importlib
 import importlib.util
 import json
 import os
+import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,3 +106,17 @@ def digest_bytes(chunks: list[bytes | memoryview]) -> str:
     for chunk in chunks:
         h.update(chunk)
     return "sha256:" + h.hexdigest()[:16]
+
+
+_MODEL_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+_MODEL_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: Any) -> threading.Lock:
+    """One lock per loaded model, shared by every provider wrapping it (HF tokenizers fail when two threads use
+    one tokenizer at once: "Already borrowed")."""
+    with _MODEL_LOCKS_GUARD:
+        lock = _MODEL_LOCKS.get(model)
+        if lock is None:
+            lock = _MODEL_LOCKS[model] = threading.Lock()
+        return lock

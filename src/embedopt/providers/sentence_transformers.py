@@ -16,6 +16,7 @@ from ._local import (
     DEFAULT_MODEL,
     default_prompts,
     digest_bytes,
+    model_lock,
     packaged_hint,
     resolve_model,
     tokenizer_bytes,
@@ -103,6 +104,7 @@ class SentenceTransformerProvider(BaseProvider):
         dim = get_dim()
         if not dim:
             raise ModelLoadError(f"model {name!r} does not report its embedding dimension")
+        self._lock = model_lock(self._model)
         self._info = ProviderInfo(
             provider="sentence-transformers",
             model=name,
@@ -144,19 +146,23 @@ class SentenceTransformerProvider(BaseProvider):
 
     def _embed(self, texts: list[str], input_type: InputType) -> np.ndarray:
         prompt = self._info.prompt(input_type) or None
-        out = self._model.encode(
-            texts,
-            prompt=prompt,
-            batch_size=self.batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=False,
-            show_progress_bar=False,
-        )
+        # One call at a time: the Rust tokenizer refuses concurrent use from threads ("Already borrowed"), and
+        # torch already spreads one batch over the cores.
+        with self._lock:
+            out = self._model.encode(
+                texts,
+                prompt=prompt,
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=False,
+                show_progress_bar=False,
+            )
         return np.asarray(out, dtype=np.float32)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         tokenizer = self._model.tokenizer
-        encoded = tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+        with self._lock:
+            encoded = tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
         return [len(ids) for ids in encoded]
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from .._extras import require
 from ..errors import ConfigError, ModelLoadError
 from ..fingerprint import InputType
-from ._local import digest_bytes, tokenizer_bytes
+from ._local import digest_bytes, model_lock, tokenizer_bytes
 from .base import BaseProvider, ProviderInfo
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ class StaticProvider(BaseProvider):
         self.max_length = max_length
         self.batch_size = batch_size
         emb = np.ascontiguousarray(self._model.embedding)
+        self._lock = model_lock(self._model)
         self._info = ProviderInfo(
             provider="model2vec",
             model=str(name),
@@ -78,9 +79,13 @@ class StaticProvider(BaseProvider):
         return self._model
 
     def _embed(self, texts: list[str], input_type: InputType) -> np.ndarray:
-        out = self._model.encode(texts, show_progress_bar=False, max_length=self.max_length,
-                                 batch_size=self.batch_size, use_multiprocessing=False)
+        # One call at a time: the Rust tokenizer refuses concurrent use from threads ("Already borrowed").
+        with self._lock:
+            out = self._model.encode(texts, show_progress_bar=False, max_length=self.max_length,
+                                     batch_size=self.batch_size, use_multiprocessing=False)
         return np.asarray(out, dtype=np.float32)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [len(enc.ids) for enc in self._model.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+        with self._lock:
+            encoded = self._model.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return [len(enc.ids) for enc in encoded]
