@@ -189,3 +189,14 @@ def test_missing_keys_say_what_to_set(monkeypatch):
         VoyageProvider()
     with pytest.raises(Exception, match="dim="):
         OpenAIProvider("my-own-model", base_url="http://127.0.0.1:1/v1")
+
+
+def test_the_test_server_speaks_voyage_rerank(voyage_api):
+    """The loopback server also answers /v1/rerank as Voyage does (the rerank stage of issue 5 builds on it)."""
+    import voyageai
+
+    server, _ = voyage_api
+    client = voyageai.Client(api_key=server.api_key, base_url=server.url, max_retries=0)
+    result = client.rerank("copy files", ["copy files", "bake bread", "move files"], model="rerank-2", top_k=2)
+    assert next(r.index for r in result.results) == 0 and len(result.results) == 2
+    assert result.total_tokens == server.ok_tokens["rerank-2"]
