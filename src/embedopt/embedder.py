@@ -27,6 +27,7 @@ from .matryoshka import check_dim, l2_normalize, truncate
 from .providers.base import BaseProvider, estimate_tokens
 from .quantization import Calibration, Precision, bytes_per_vector, check_precision, quantize
 from .retry import RetryPolicy
+from .router import Router
 
 __all__ = ["EmbedStats", "Embedder"]
 
@@ -157,10 +158,11 @@ class Embedder:
         self.on_overflow: OnOverflow = on_overflow
         self.cache_ttl = cache_ttl
         self.stats = EmbedStats()
-        self._routed = hasattr(provider, "ledger") and hasattr(provider, "routes")
+        self._routed = isinstance(provider, Router)
         self.retry = RetryPolicy.none() if self._routed else (retry or RetryPolicy())
-        self.ledger: CostLedger = ledger if ledger is not None else (
-            provider.ledger if self._routed else CostLedger())  # type: ignore[attr-defined]
+        if ledger is None:
+            ledger = provider.ledger if isinstance(provider, Router) else CostLedger()
+        self.ledger: CostLedger = ledger
         self._lock = threading.Lock()
         self._inflight: dict[str, Future[np.ndarray | None]] = {}
         self.calibration = calibration
