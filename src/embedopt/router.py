@@ -161,19 +161,20 @@ class Router(BaseProvider):
                                 retryable=True)
         return arr
 
-    def _admit(self, route: _Live, texts: list[str], why: list[str]) -> tuple[bool, int]:
-        """Whether this route may take the request now, and the token estimate used for the budget."""
+    def _admit(self, route: _Live, texts: list[str], why: list[str]) -> tuple[bool, bool, int]:
+        """Whether this route may take the request now, whether the budget is what stopped it, and the token
+        estimate used for the budget."""
         if not route.breaker.allow():
             why.append(f"{route.name}: skipped, failing recently (circuit open)")
-            return False, 0
+            return False, False, 0
         estimate = 0
         if route.price > 0:
             estimate = sum(route.provider.count_tokens(texts))
             if not self.ledger.allows(self.budget, estimate * route.price / 1e6):
                 why.append(f"{route.name}: skipped, ${estimate * route.price / 1e6:.6f} more would pass the budget "
                            f"{self.budget}")
-                return False, estimate
-        return True, estimate
+                return False, True, estimate
+        return True, False, estimate
 
     def _succeeded(self, route: _Live, texts: list[str], tokens: int | None, estimate: int, seconds: float) -> None:
         route.breaker.success()
@@ -184,7 +185,9 @@ class Router(BaseProvider):
         self.ledger.record(route.name, kind=route.kind, texts=len(texts), tokens=tokens,
                            price_per_1m_tokens=route.price, seconds=seconds)
 
-    def _failed(self, route: _Live, exc: BaseException, why: list[str]) -> None:
+    def _failed(self, route: _Live, exc: Exception, why: list[str]) -> None:
+        if not isinstance(exc, EmbedOptError):  # a provider's own exception
+            exc = ProviderError(f"{type(exc).__name__}: {exc}")
         route.breaker.failure(exc)
         self.ledger.record_failure(route.name, kind=route.kind)
         why.append(f"{route.name}: {exc}")
@@ -198,20 +201,17 @@ class Router(BaseProvider):
         why: list[str] = []
         budget_blocked = attempted = False
         for route in self.order():
-            ok, estimate = self._admit(route, texts, why)
+            ok, over_budget, estimate = self._admit(route, texts, why)
             if not ok:
-                budget_blocked |= "budget" in why[-1]
+                budget_blocked |= over_budget
                 continue
             attempted = True
             started = time.monotonic()
             try:
                 raw, tokens = route.retry.call(partial(route.provider._embed_with_usage, texts, input_type))
                 arr = self._check(route, raw, len(texts))
-            except EmbedOptError as exc:
+            except Exception as exc:  # this route failed (whatever it raised): try the next
                 self._failed(route, exc, why)
-                continue
-            except Exception as exc:  # a provider's own exception: this route failed, try the next
-                self._failed(route, ProviderError(f"{type(exc).__name__}: {exc}"), why)
                 continue
             self._succeeded(route, texts, tokens, estimate, time.monotonic() - started)
             return arr, tokens
@@ -221,20 +221,17 @@ class Router(BaseProvider):
         why: list[str] = []
         budget_blocked = attempted = False
         for route in self.order():
-            ok, estimate = self._admit(route, texts, why)
+            ok, over_budget, estimate = self._admit(route, texts, why)
             if not ok:
-                budget_blocked |= "budget" in why[-1]
+                budget_blocked |= over_budget
                 continue
             attempted = True
             started = time.monotonic()
             try:
                 raw, tokens = await route.retry.acall(partial(route.provider._aembed_with_usage, texts, input_type))
                 arr = self._check(route, raw, len(texts))
-            except EmbedOptError as exc:
-                self._failed(route, exc, why)
-                continue
             except Exception as exc:
-                self._failed(route, ProviderError(f"{type(exc).__name__}: {exc}"), why)
+                self._failed(route, exc, why)
                 continue
             self._succeeded(route, texts, tokens, estimate, time.monotonic() - started)
             return arr, tokens

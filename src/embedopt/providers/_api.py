@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, ProviderError
+from ..fingerprint import InputType
+from .base import BaseProvider, ProviderInfo
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
@@ -125,6 +127,29 @@ def decode_embeddings(items: Sequence[Any], n: int, dim: int | None, *, provider
                                 provider=provider, model=model, retryable=True)
         rows.append(row)
     return np.stack(rows).astype(np.float32, copy=False)
+
+
+class APIProvider(BaseProvider):
+    """What the HTTP API providers share: their ProviderInfo, a repr without secrets, and the sync/async
+    ``_embed`` pair on top of ``_embed_with_usage``. Subclasses set ``model``, ``base_url`` and ``_info``."""
+
+    model: str
+    base_url: str | None
+    _info: ProviderInfo
+
+    @property
+    def info(self) -> ProviderInfo:
+        return self._info
+
+    def __repr__(self) -> str:
+        where = f", base_url={self.base_url!r}" if self.base_url else ""
+        return f"{type(self).__name__}(model={self.model!r}, dim={self._info.dim}{where})"
+
+    def _embed(self, texts: list[str], input_type: InputType) -> np.ndarray:
+        return self._embed_with_usage(texts, input_type)[0]
+
+    async def _aembed(self, texts: list[str], input_type: InputType) -> np.ndarray:
+        return (await self._aembed_with_usage(texts, input_type))[0]
 
 
 class PerLoop:

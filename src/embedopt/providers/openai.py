@@ -12,8 +12,8 @@ from .._extras import require
 from ..catalog import card
 from ..errors import ConfigError, EmbedOptError, ProviderError
 from ..fingerprint import InputType
-from ._api import PerLoop, api_error, api_key_from, decode_embeddings, parse_retry_after, redact
-from .base import BaseProvider, ProviderInfo, ProviderKind, estimate_tokens
+from ._api import APIProvider, PerLoop, api_error, api_key_from, decode_embeddings, parse_retry_after, redact
+from .base import ProviderInfo, ProviderKind, estimate_tokens
 
 __all__ = ["OpenAIProvider", "local_bpe"]
 
@@ -53,7 +53,7 @@ def local_bpe(encoding: str = "cl100k_base") -> Any | None:
         return None
 
 
-class OpenAIProvider(BaseProvider):
+class OpenAIProvider(APIProvider):
     """Embeddings from OpenAI's ``/v1/embeddings``, through the official ``openai`` client.
 
     With ``base_url`` it talks to any OpenAI-compatible server (Hugging Face TEI, vLLM, Infinity, LiteLLM, ...):
@@ -124,14 +124,6 @@ class OpenAIProvider(BaseProvider):
         )
         self._client: Any = None
         self._aclients = PerLoop(self._make_async)
-
-    @property
-    def info(self) -> ProviderInfo:
-        return self._info
-
-    def __repr__(self) -> str:
-        where = f", base_url={self.base_url!r}" if self.base_url else ""
-        return f"OpenAIProvider(model={self.model!r}, dim={self._info.dim}{where})"
 
     # ------------------------------------------------------------------------------------------------ clients
     def _options(self) -> dict[str, Any]:
@@ -225,11 +217,6 @@ class OpenAIProvider(BaseProvider):
         except Exception as exc:
             raise self._map(exc) from None
 
-    def _embed(self, texts: list[str], input_type: InputType) -> np.ndarray:
-        return self._embed_with_usage(texts, input_type)[0]
-
-    async def _aembed(self, texts: list[str], input_type: InputType) -> np.ndarray:
-        return (await self._aembed_with_usage(texts, input_type))[0]
 
 
 def _message(exc: Any) -> str:

@@ -11,8 +11,8 @@ from ..catalog import card
 from ..errors import ConfigError, EmbedOptError, ProviderError
 from ..fingerprint import InputType
 from ..quantization import Precision
-from ._api import PerLoop, api_error, api_key_from, decode_embeddings, parse_retry_after, redact
-from .base import BaseProvider, ProviderInfo, ProviderKind
+from ._api import APIProvider, PerLoop, api_error, api_key_from, decode_embeddings, parse_retry_after, redact
+from .base import ProviderInfo, ProviderKind
 
 __all__ = ["VOYAGE_DTYPES", "VoyageProvider"]
 
@@ -23,7 +23,7 @@ VOYAGE_DTYPES: dict[str, str] = {"float32": "float", "int8": "int8", "uint8": "u
 _NUMPY = {"int8": np.int8, "uint8": np.uint8, "binary": np.int8, "ubinary": np.uint8}
 
 
-class VoyageProvider(BaseProvider):
+class VoyageProvider(APIProvider):
     """Embeddings from Voyage AI (``voyage-3``, ``voyage-3-large``, ``voyage-code-3``, ...).
 
     ``input_type`` is sent as Voyage's ``query``/``document``, so Voyage applies its own prompts. Batches stay
@@ -72,14 +72,6 @@ class VoyageProvider(BaseProvider):
         )
         self._client: Any = None
         self._aclients = PerLoop(self._make_async)
-
-    @property
-    def info(self) -> ProviderInfo:
-        return self._info
-
-    def __repr__(self) -> str:
-        where = f", base_url={self.base_url!r}" if self.base_url else ""
-        return f"VoyageProvider(model={self.model!r}, dim={self._info.dim}{where})"
 
     @property
     def client(self) -> Any:
@@ -142,11 +134,6 @@ class VoyageProvider(BaseProvider):
             raise self._map(exc) from None
         return self._parse(result, len(texts))
 
-    def _embed(self, texts: list[str], input_type: InputType) -> np.ndarray:
-        return self._embed_with_usage(texts, input_type)[0]
-
-    async def _aembed(self, texts: list[str], input_type: InputType) -> np.ndarray:
-        return (await self._aembed_with_usage(texts, input_type))[0]
 
     def embed_quantized(self, texts: list[str], input_type: InputType, precision: Precision) -> np.ndarray:
         """Vectors quantized by Voyage (``output_dtype``), as the embedopt precision of the same layout.
