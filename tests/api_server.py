@@ -130,9 +130,7 @@ class FakeEmbeddingAPI:
         with self.lock:
             self.bodies.append(body)
         path = h.path.rstrip("/")
-        if path.endswith("/rerank"):
-            return self._rerank(h, body)
-        if not path.endswith("/embeddings"):
+        if not path.endswith(("/embeddings", "/rerank")):
             return self._error(h, 404, f"no route {h.path}")
         fault = self._next_fault()
         if fault is not None:
@@ -142,6 +140,8 @@ class FakeEmbeddingAPI:
             return self._error(h, 429, "rate limited", {"Retry-After": "0"})
         if fault in ("500", "503"):
             return self._error(h, int(fault), "internal error")
+        if path.endswith("/rerank"):
+            return self._rerank(h, body)
         if fault == "slow":
             time.sleep(self.slow_seconds)
         if fault == "malformed_json":

@@ -18,6 +18,7 @@ from embedopt.providers import FunctionProvider
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "examples" / "data" / "manpages-sample"
 MANPAGES = ROOT.parent / "shared" / "datasets" / "manpages"
+DEBIAN = ROOT.parent / "shared" / "datasets" / "debian-packages"
 
 
 def hash_vectors(texts: list[str], input_type: str, dim: int = 16) -> np.ndarray:
@@ -101,3 +102,23 @@ def api_server():
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def sample_vectors(minilm):
+    """The manpages sample embedded once with MiniLM: (dataset, document vectors, query vectors, embedder)."""
+    from embedopt import Embedder
+    from embedopt.eval import load_beir
+
+    ds = load_beir(SAMPLE)
+    embedder = Embedder(minilm, cache="memory", show_progress=False)
+    return ds, embedder.embed_documents(ds.doc_texts()), embedder.embed(ds.query_texts(), "query"), embedder
+
+
+@pytest.fixture(scope="session")
+def trained_reranker_dir() -> Path:
+    """A small cross-encoder trained once from the packaged MiniLM weights on 100 debian-packages queries (no
+    trained cross-encoder ships in any package); cached under $EMBEDOPT_HOME/rerankers."""
+    from embedopt.rerank.train import TrainSettings, cached_cross_encoder
+
+    return cached_cross_encoder(DEBIAN, settings=TrainSettings(max_queries=100), show_progress=False)

@@ -96,6 +96,15 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_reranker(args: argparse.Namespace) -> int:
+    from .rerank.train import TrainSettings, cached_cross_encoder
+
+    settings = TrainSettings(max_queries=args.queries, negatives=args.negatives, epochs=args.epochs,
+                             max_length=args.max_length)
+    print(cached_cross_encoder(args.dataset, base=args.model, settings=settings, show_progress=not args.no_progress))
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from .embedder import Embedder
     from .providers import load_provider
@@ -267,6 +276,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pca-dims", default="256", help="output dimension after PCA, or 'none' to keep the source's")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_distill)
+
+    p = sub.add_parser("train-reranker", help="train a cross-encoder from MiniLM's weights on a BEIR-format dataset "
+                       "(cached; prints its folder)")
+    p.add_argument("dataset", help="a BEIR-format folder (corpus.jsonl, queries.jsonl, qrels/test.tsv)")
+    p.add_argument("-m", "--model", default="sentence-transformers/all-MiniLM-L6-v2", help="encoder to start from")
+    p.add_argument("--queries", type=int, default=1000, help="training queries (each with its hard negatives)")
+    p.add_argument("--negatives", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--max-length", type=int, default=128, help="tokens per (query, document) pair")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_train_reranker)
 
     p = sub.add_parser("info", help="show a model's provider, fingerprint and dimensions")
     p.add_argument("-m", "--model", default="minilm", help=_MODEL_HELP)

@@ -23,6 +23,29 @@ VOYAGE_DTYPES: dict[str, str] = {"float32": "float", "int8": "int8", "uint8": "u
 _NUMPY = {"int8": np.int8, "uint8": np.uint8, "binary": np.int8, "ubinary": np.uint8}
 
 
+def voyage_error(exc: Exception, model: str, key: str | None) -> EmbedOptError:
+    """A voyageai client exception as an embedopt error (the key scrubbed from the message)."""
+    from voyageai import error as verr
+
+    if isinstance(exc, EmbedOptError):
+        return exc
+    status = getattr(exc, "http_status", None)
+    message = getattr(exc, "user_message", None) or str(exc)
+    if isinstance(exc, (verr.Timeout, verr.APIConnectionError, verr.TryAgain)):
+        return api_error("voyage", model, status=None, message=f"{type(exc).__name__}: {message}",
+                         secret=key)
+    if isinstance(exc, verr.VoyageError):
+        retryable = None if status not in (None, 200) else True  # a 200 that is not JSON: malformed
+        return api_error("voyage", model, status=status if status != 200 else None, message=message,
+                         secret=key, retry_after=parse_retry_after(getattr(exc, "headers", None)),
+                         retryable=retryable)
+    if isinstance(exc, (KeyError, ValueError, TypeError, AttributeError)):
+        return api_error("voyage", model, status=None, message=f"malformed answer: {exc}",
+                         secret=key, retryable=True)
+    return ProviderError(redact(f"voyage model {model} failed: {type(exc).__name__}: {exc}", key),
+                         provider="voyage", model=model)
+
+
 class VoyageProvider(APIProvider):
     """Embeddings from Voyage AI (``voyage-3``, ``voyage-3-large``, ``voyage-code-3``, ...).
 
@@ -93,25 +116,7 @@ class VoyageProvider(APIProvider):
                 "output_dtype": dtype, "output_dimension": self.output_dimension}
 
     def _map(self, exc: Exception) -> EmbedOptError:
-        from voyageai import error as verr
-
-        if isinstance(exc, EmbedOptError):
-            return exc
-        status = getattr(exc, "http_status", None)
-        message = getattr(exc, "user_message", None) or str(exc)
-        if isinstance(exc, (verr.Timeout, verr.APIConnectionError, verr.TryAgain)):
-            return api_error("voyage", self.model, status=None, message=f"{type(exc).__name__}: {message}",
-                             secret=self._key)
-        if isinstance(exc, verr.VoyageError):
-            retryable = None if status not in (None, 200) else True  # a 200 that is not JSON: malformed
-            return api_error("voyage", self.model, status=status if status != 200 else None, message=message,
-                             secret=self._key, retry_after=parse_retry_after(getattr(exc, "headers", None)),
-                             retryable=retryable)
-        if isinstance(exc, (KeyError, ValueError, TypeError, AttributeError)):
-            return api_error("voyage", self.model, status=None, message=f"malformed answer: {exc}",
-                             secret=self._key, retryable=True)
-        return ProviderError(redact(f"voyage model {self.model} failed: {type(exc).__name__}: {exc}", self._key),
-                             provider="voyage", model=self.model)
+        return voyage_error(exc, self.model, self._key)
 
     def _parse(self, result: Any, n: int) -> tuple[np.ndarray, int | None]:
         try:

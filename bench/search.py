@@ -1,0 +1,185 @@
+"""Search throughput, RAM per vector and retention: embedopt's binary + int8 rescore against float32 exact numpy
+and sentence-transformers' semantic_search_faiss / semantic_search_usearch (binary + rescore), in one run.
+
+    .venv/bin/python bench/search.py [--n 1000000] [--oversample 4] [--skip-real]
+
+Two corpora:
+  * random: --n random unit vectors of 384 dims, 1,000 random unit queries; retention is Recall@10 against the
+    exact float32 top 10 (random vectors have no structure, so every binary method retains little here: the
+    figure compares methods, not a use case);
+  * real: the MiniLM embeddings of debian-packages (20,000 documents, 2,000 queries with judgements) through the
+    SQLite cache; retention is NDCG@10 over float32's. 20,000 is the largest real corpus here, so the 1M
+    figures come from the random set.
+Per method: queries/s for single queries and for batches of 100, RAM per vector (what stays in memory for
+search; embedopt's int8 vectors are memory-mapped from disk and listed apart), retention. Every method uses the
+same k (10) and the same oversampling (k x --oversample candidates rescored). Writes bench/results/search.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+
+from embedopt import Fingerprint
+from embedopt.eval import evaluate, load_beir, top_k
+from embedopt.quantization import Calibration, quantize
+from embedopt.stores import QuantizedIndex
+
+ROOT = Path(__file__).resolve().parent.parent
+K = 10
+Search = Callable[[np.ndarray], list[list[int]]]
+
+
+def timed(fn: Search, queries: np.ndarray, batch: int, repeats: int) -> tuple[float, list[list[int]]]:
+    """Queries per second of ``fn`` over ``queries`` in batches of ``batch`` (median of repeats)."""
+    fn(queries[:batch])  # warm
+    rates, found = [], []
+    for r in range(repeats):
+        found = []
+        started = time.perf_counter()
+        for at in range(0, len(queries), batch):
+            found.extend(fn(queries[at: at + batch]))
+        rates.append(len(queries) / (time.perf_counter() - started))
+        del r
+    return statistics.median(rates), found
+
+
+def recall_vs(found: list[list[int]], truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f[:K]) & set(t[:K].tolist())) / K for f, t in zip(found, truth, strict=True)]))
+
+
+def methods(docs: np.ndarray, fp: Fingerprint, oversample: int, workdir: Path) -> dict[str, tuple[Search, float]]:
+    """Each method's search function and its RAM bytes per vector."""
+    from sentence_transformers.util.quantization import semantic_search_faiss, semantic_search_usearch
+
+    n, dim = docs.shape
+    out: dict[str, tuple[Search, float]] = {}
+
+    def float32_numpy(q: np.ndarray) -> list[list[int]]:
+        return top_k(q @ docs.T, K).tolist()
+
+    out["float32 exact (numpy)"] = (float32_numpy, docs.nbytes / n)
+
+    cal = Calibration.fit(docs[:100_000], fingerprint_id=fp.id)
+    index = QuantizedIndex(fp, calibration=cal)
+    ids = [f"doc{i:07d}" for i in range(n)]
+    for at in range(0, n, 100_000):
+        index.add(ids[at: at + 100_000], docs[at: at + 100_000])
+    index.save(workdir / "embedopt-index")  # int8 vectors now memory-mapped from disk
+    row_of = {i: r for r, i in enumerate(ids)}
+    mem = index.memory_bytes()
+
+    def ours(q: np.ndarray) -> list[list[int]]:
+        return [[row_of[i] for i in hit] for hit in index.search(q, K, oversample=oversample, rescore="int8").ids]
+
+    out["embedopt binary + int8 rescore"] = (ours, (mem["codes"] + mem["ids"]) / n)
+
+    ubinary = quantize(docs, "ubinary")
+    _, _, faiss_index = semantic_search_faiss(docs[:1], corpus_embeddings=ubinary, corpus_precision="ubinary",
+                                              top_k=K, rescore=True, rescore_multiplier=oversample, exact=True,
+                                              output_index=True)
+
+    def st_faiss(q: np.ndarray) -> list[list[int]]:
+        hits, _ = semantic_search_faiss(q, corpus_index=faiss_index, corpus_precision="ubinary", top_k=K,
+                                        rescore=True, rescore_multiplier=oversample, exact=True)
+        return [[h["corpus_id"] for h in row] for row in hits]
+
+    out["sentence-transformers semantic_search_faiss (ubinary + rescore)"] = (st_faiss, faiss_index.ntotal * dim / 8 / n)
+
+    _, _, usearch_index = semantic_search_usearch(docs[:1], corpus_embeddings=ubinary, corpus_precision="ubinary",
+                                                  top_k=K, rescore=True, rescore_multiplier=oversample, exact=True,
+                                                  output_index=True)
+
+    def st_usearch(q: np.ndarray) -> list[list[int]]:
+        hits, _ = semantic_search_usearch(q, corpus_index=usearch_index, corpus_precision="ubinary", top_k=K,
+                                          rescore=True, rescore_multiplier=oversample, exact=True)
+        return [[h["corpus_id"] for h in row] for row in hits]
+
+    out["sentence-transformers semantic_search_usearch (ubinary + rescore)"] = (
+        st_usearch, usearch_index.memory_usage / n)
+    return out
+
+
+def measure(docs: np.ndarray, queries: np.ndarray, fp: Fingerprint, oversample: int, repeats: int,
+            retention: Callable[[list[list[int]]], float]) -> dict[str, dict]:
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="embedopt-search-") as tmp:
+        for name, (fn, ram) in methods(docs, fp, oversample, Path(tmp)).items():
+            single_q = queries[:100] if "float32" in name else queries[:300]
+            qps_single, _ = timed(fn, single_q, 1, repeats)
+            qps_batch, found = timed(fn, queries, 100, max(1, repeats // 2))
+            results[name] = {"qps_single": round(qps_single, 1), "qps_batch100": round(qps_batch, 1),
+                             "ram_bytes_per_vector": round(ram, 1), "retention": round(retention(found), 4)}
+            print(name, results[name], flush=True)
+    base = results["float32 exact (numpy)"]
+    for r in results.values():
+        r["throughput_vs_float32_single_x"] = round(r["qps_single"] / base["qps_single"], 1)
+        r["throughput_vs_float32_batch100_x"] = round(r["qps_batch100"] / base["qps_batch100"], 1)
+        r["ram_vs_float32_x"] = round(base["ram_bytes_per_vector"] / r["ram_bytes_per_vector"], 1)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--oversample", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--real", default=str(ROOT.parent / "shared" / "datasets" / "debian-packages"))
+    parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "search.json"))
+    args = parser.parse_args()
+
+    out: dict = {"k": K, "oversample": args.oversample, "cpus": os.cpu_count(), "machine": platform.machine()}
+    rng = np.random.default_rng(0)
+    docs = rng.standard_normal((args.n, args.dim), dtype=np.float32)
+    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+    queries = rng.standard_normal((1000, args.dim), dtype=np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    truth = np.concatenate([top_k(queries[at: at + 100] @ docs.T, K) for at in range(0, len(queries), 100)])
+    fp = Fingerprint("random", "unit-vectors", "seed0", "document", "", args.dim, True)
+    print(f"random: {args.n} x {args.dim}", flush=True)
+    out["random"] = {"n": args.n, "dim": args.dim, "retention": "Recall@10 vs exact float32 top 10",
+                     "results": measure(docs, queries, fp, args.oversample, args.repeats,
+                                        lambda found: recall_vs(found, truth))}
+    del docs
+
+    if not args.skip_real:
+        from embedopt import Embedder
+        from embedopt.providers import SentenceTransformerProvider
+
+        ds = load_beir(args.real)
+        embedder = Embedder(SentenceTransformerProvider("sentence-transformers/all-MiniLM-L6-v2", device="cpu"),
+                            cache="sqlite", show_progress=True)
+        real = embedder.embed_documents(ds.doc_texts())
+        rq = embedder.embed(ds.query_texts(), "query")
+        doc_ids, qids = ds.doc_ids, ds.query_ids
+
+        def ndcg(found: list[list[int]]) -> float:
+            run = {q: [doc_ids[i] for i in f] for q, f in zip(qids, found, strict=True)}
+            return evaluate(run, ds.qrels)["ndcg@10"]
+
+        float_ndcg = ndcg(top_k(rq @ real.T, K).tolist())
+        print(f"real: {ds.name} {real.shape}, float32 NDCG@10 {float_ndcg:.4f}", flush=True)
+        res = measure(real, rq, embedder.fingerprint("document"), args.oversample, args.repeats,
+                      lambda found: ndcg(found) / float_ndcg)
+        out["real"] = {"dataset": ds.name, "n": len(real), "dim": real.shape[1], "float32_ndcg@10": round(float_ndcg, 4),
+                       "retention": "NDCG@10 over float32's", "results": res}
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in out.items() if k in ("random", "real")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

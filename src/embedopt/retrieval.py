@@ -1,0 +1,203 @@
+"""Two-stage retrieval: embed the query → shortlist in the store (oversampled) → rescore → optional rerank → top k.
+
+Every result carries its scores and the milliseconds each stage took, so a slow stage is visible per query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .embedder import Embedder
+from .errors import ConfigError, InputError
+from .rerank.base import Reranker, RerankResult
+from .stores.base import VectorStore
+from .stores.flat import Rescore, SearchResult
+
+__all__ = ["Hit", "RetrievalResult", "Retriever"]
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    """The final score: the reranker's when reranked, else the rescored vector similarity."""
+    vector_score: float
+    """The first stage's (rescored) similarity."""
+    rerank_score: float | None
+    payload: dict[str, Any]
+    text: str | None
+
+
+@dataclass(frozen=True)
+class RetrievalResult:
+    query: str
+    hits: list[Hit]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    """``embed``, ``search`` (or ``shortlist`` and ``rescore``), ``rerank`` and ``total``, in milliseconds."""
+    candidates: int = 0
+
+
+class Retriever:
+    """The retrieval pipeline over one embedder and one store of the same embedding space.
+
+    Args:
+        embedder: produces float vectors at the store's dim (``precision="float32"``; the store quantizes).
+        store: a :class:`~embedopt.stores.QuantizedIndex` or :class:`~embedopt.stores.QdrantStore`.
+        reranker: an optional second stage (:class:`~embedopt.rerank.CrossEncoderReranker`, Voyage).
+        k: hits returned.
+        oversample: the shortlist keeps ``k * oversample`` candidates for rescoring.
+        rescore: ``int8`` (default), ``float`` or ``none``.
+        rerank_candidates: how many rescored candidates the reranker sees (default ``2 * k``).
+        text_key: the payload field holding a document's text (the reranker reads it).
+    """
+
+    def __init__(self, embedder: Embedder, store: VectorStore, *, reranker: Reranker | None = None, k: int = 10,
+                 oversample: float = 4.0, rescore: Rescore = "int8", rerank_candidates: int | None = None,
+                 text_key: str = "text") -> None:
+        if embedder.precision != "float32":
+            raise ConfigError(f"the retriever's embedder must output float32 (got precision={embedder.precision!r}); "
+                              "the store quantizes, and rescoring needs the float query")
+        fp = embedder.fingerprint("document")
+        if fp.space_id != store.fingerprint.space_id:
+            raise ConfigError(f"the store holds vectors of {store.fingerprint.id}, the embedder makes {fp.id}: two "
+                              "embedding spaces never meet. Query with the store's model, or migrate the store.")
+        if embedder.dim != store.dim:
+            raise ConfigError(f"the store holds {store.dim}-d vectors, the embedder outputs {embedder.dim}-d; "
+                              f"use Embedder(..., dim={store.dim})")
+        if reranker is not None and not isinstance(reranker, Reranker):
+            raise ConfigError(f"reranker must have rank()/arank() (a Reranker), got {type(reranker).__name__}")
+        self.embedder = embedder
+        self.store = store
+        self.reranker = reranker
+        self.k = self._check_k(k)
+        self.oversample = oversample
+        self.rescore: Rescore = rescore
+        self.rerank_candidates = rerank_candidates
+        self.text_key = text_key
+
+    @staticmethod
+    def _check_k(k: Any) -> int:
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ConfigError(f"k must be a positive int, got {k!r}")
+        return k
+
+    def __repr__(self) -> str:
+        return (f"Retriever(store={self.store!r}, k={self.k}, oversample={self.oversample}, rescore={self.rescore!r}, "
+                f"reranker={self.reranker!r})")
+
+    # ------------------------------------------------------------------------------------------- indexing
+    def _prepare(self, texts: Iterable[str], ids: Sequence[str] | None,
+                 metadatas: Sequence[Mapping[str, Any]] | None) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+        text_list = list(texts)
+        id_list = list(ids) if ids is not None else [str(uuid.uuid4()) for _ in text_list]
+        metas = [dict(m) for m in metadatas] if metadatas is not None else [{} for _ in text_list]
+        if not len(text_list) == len(id_list) == len(metas):
+            raise InputError(f"{len(text_list)} texts, {len(id_list)} ids and {len(metas)} metadatas must match")
+        payloads = [{**m, self.text_key: t} for m, t in zip(metas, text_list, strict=True)]
+        return text_list, id_list, payloads
+
+    def add_texts(self, texts: Iterable[str], ids: Sequence[str] | None = None,
+                  metadatas: Sequence[Mapping[str, Any]] | None = None) -> list[str]:
+        """Embed documents (through the embedder's cache) and store them with their text; returns the ids."""
+        text_list, id_list, payloads = self._prepare(texts, ids, metadatas)
+        if text_list:
+            self.store.add(id_list, self.embedder.embed_documents(text_list), payloads)
+        return id_list
+
+    async def aadd_texts(self, texts: Iterable[str], ids: Sequence[str] | None = None,
+                         metadatas: Sequence[Mapping[str, Any]] | None = None) -> list[str]:
+        text_list, id_list, payloads = self._prepare(texts, ids, metadatas)
+        if text_list:
+            vectors = await self.embedder.aembed_documents(text_list)
+            await asyncio.to_thread(self.store.add, id_list, vectors, payloads)
+        return id_list
+
+    # ------------------------------------------------------------------------------------------- querying
+    def _search(self, vectors: np.ndarray, k: int) -> SearchResult:
+        want = max(k, self.rerank_candidates or 2 * k) if self.reranker is not None else k
+        return self.store.search(vectors, want, oversample=max(1.0, self.oversample * k / want),
+                                 rescore=self.rescore)
+
+    def _first_stage(self, ids: list[str], scores: np.ndarray) -> tuple[list[str], list[float],
+                                                                        list[dict[str, Any]]]:
+        return ids, [float(s) for s in scores], self.store.get_payloads(ids)
+
+    def _rerank_inputs(self, payloads: list[dict[str, Any]]) -> list[str]:
+        texts = [p.get(self.text_key) for p in payloads]
+        missing = [n for n, t in enumerate(texts) if not isinstance(t, str)]
+        if missing:
+            raise ConfigError(f"{len(missing)} candidates have no text in payload[{self.text_key!r}] to rerank; add "
+                              "documents with Retriever.add_texts, or set text_key to the field that holds the text")
+        return [t for t in texts if isinstance(t, str)]
+
+    def _assemble(self, ids: list[str], scores: list[float], payloads: list[dict[str, Any]],
+                  ranked: list[RerankResult] | None, k: int) -> list[Hit]:
+        order: list[tuple[int, float | None]]
+        if ranked is None:
+            order = [(n, None) for n in range(min(k, len(ids)))]
+        else:
+            order = [(r.index, r.score) for r in ranked[:k]]
+        return [Hit(ids[n], s if s is not None else scores[n], scores[n], s, payloads[n],
+                    payloads[n].get(self.text_key)) for n, s in order]
+
+    def retrieve(self, query: str, k: int | None = None) -> RetrievalResult:
+        """Top ``k`` documents for ``query``, with scores and per-stage timings."""
+        return self.retrieve_many([query], k)[0]
+
+    def retrieve_many(self, queries: Sequence[str], k: int | None = None) -> list[RetrievalResult]:
+        """Several queries at once: one embedding call and one batched store search."""
+        k = self.k if k is None else self._check_k(k)
+        started = time.perf_counter()
+        vectors = self.embedder.embed(list(queries), "query")
+        embedded = time.perf_counter()
+        found = self._search(vectors, k)
+        searched = time.perf_counter()
+        out = []
+        share = 1.0 / max(1, len(queries))
+        for n, query in enumerate(queries):
+            t0 = time.perf_counter()
+            ids, scores, payloads = self._first_stage(found.ids[n], found.scores[n])
+            ranked = None
+            t1 = time.perf_counter()
+            if self.reranker is not None and ids:
+                ranked = self.reranker.rank(query, self._rerank_inputs(payloads), top_n=k)
+            t2 = time.perf_counter()
+            timings = {"embed": (embedded - started) * 1e3 * share, "search": (searched - embedded) * 1e3 * share,
+                       **{key: v * share for key, v in found.timings_ms.items()},
+                       "payloads": (t1 - t0) * 1e3}
+            if self.reranker is not None:
+                timings["rerank"] = (t2 - t1) * 1e3
+            timings["total"] = timings["embed"] + timings["search"] + (t2 - t0) * 1e3
+            out.append(RetrievalResult(query, self._assemble(ids, scores, payloads, ranked, k),
+                                       {key: round(v, 3) for key, v in timings.items()}, found.candidates))
+        return out
+
+    async def aretrieve(self, query: str, k: int | None = None) -> RetrievalResult:
+        """Async :meth:`retrieve`: the embedding goes through the async path, the store search and the
+        cross-encoder run in a worker thread, so the event loop never blocks."""
+        k = self.k if k is None else self._check_k(k)
+        started = time.perf_counter()
+        vector = await self.embedder.aembed_query(query)
+        embedded = time.perf_counter()
+        found = await asyncio.to_thread(self._search, vector[None, :], k)
+        searched = time.perf_counter()
+        ids, scores, payloads = await asyncio.to_thread(self._first_stage, found.ids[0], found.scores[0])
+        t1 = time.perf_counter()
+        ranked = None
+        if self.reranker is not None and ids:
+            ranked = await self.reranker.arank(query, self._rerank_inputs(payloads), top_n=k)
+        t2 = time.perf_counter()
+        timings = {"embed": (embedded - started) * 1e3, "search": (searched - embedded) * 1e3, **found.timings_ms,
+                   "payloads": (t1 - searched) * 1e3}
+        if self.reranker is not None:
+            timings["rerank"] = (t2 - t1) * 1e3
+        timings["total"] = (t2 - started) * 1e3
+        return RetrievalResult(query, self._assemble(ids, scores, payloads, ranked, k),
+                               {key: round(v, 3) for key, v in timings.items()}, found.candidates)

@@ -1,0 +1,361 @@
+"""The embedded store: compact codes in RAM for the shortlist, calibrated int8 (and optionally float16) vectors
+on disk for rescoring.
+
+Search has two steps. An exact scan of the RAM codes keeps the best ``ceil(k * oversample)`` candidates: Hamming
+distance between binary codes (faiss ``IndexBinaryFlat``), or — the Matryoshka funnel — the inner product of a
+short, renormalized prefix of the vectors. The candidates are then rescored with the float query against the
+documents' int8 (or float16) vectors, never against the bits, and the best ``k`` returned.
+
+An index records the fingerprint of the embedding space and the int8 calibration; loading it for another model
+is refused. After :meth:`QuantizedIndex.save` (and on :meth:`QuantizedIndex.load`) the int8 and float16 vectors
+are memory-mapped from the index folder, so only the codes and the ids stay in RAM.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ..errors import ConfigError, DimensionError, InputError
+from ..fingerprint import Fingerprint
+from ..quantization import MIN_CALIBRATION_SAMPLES, Calibration, float_int8_scores, quantize
+from ._scan import BinaryScan, FloatScan
+
+__all__ = ["QuantizedIndex", "Rescore", "SearchResult"]
+
+Rescore = Literal["int8", "float", "none"]
+_RESCORES: tuple[str, ...] = ("int8", "float", "none")
+_FORMAT = "embedopt.quantized-index"
+_VERSION = 1
+log = logging.getLogger("embedopt.stores")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Per query, the ids found (best first) and their scores."""
+
+    ids: list[list[str]]
+    scores: list[np.ndarray]
+    """float32 per query: rescored similarities; with ``rescore='none'`` the shortlist's own score (minus the
+    Hamming distance for binary codes, the prefix similarity for the funnel)."""
+    candidates: int = 0
+    """How many candidates the shortlist kept per query."""
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def _as_ids(ids: Any) -> list[str]:
+    out = list(ids)
+    for n, i in enumerate(out):
+        if not isinstance(i, str) or not i or "\x00" in i:
+            raise InputError(f"ids must be non-empty strings without NUL characters; id #{n} is {i!r}", n)
+    return out
+
+
+def _first_calibration(v: np.ndarray, fingerprint_id: str) -> Calibration:
+    if len(v) >= MIN_CALIBRATION_SAMPLES:
+        return Calibration.fit(v, fingerprint_id=fingerprint_id)
+    # Too few vectors to fit per-dimension ranges: a symmetric range wide enough for every component of these
+    # (unit vectors: [-1, 1]). Coarser int8 codes, never clipped ones; pass calibration= for a real fit.
+    log.info("only %d vectors in the first add(): int8 uses the symmetric range instead of fitted ranges; build "
+             "with calibration=embedder.calibrate(sample) for finer codes", len(v))
+    bound = max(1.0, float(np.abs(v).max()))
+    return Calibration(np.stack([np.full(v.shape[1], -bound), np.full(v.shape[1], bound)]), n_samples=len(v),
+                       fingerprint_id=fingerprint_id)
+
+
+class QuantizedIndex:
+    """Vectors of one embedding space, stored for cheap exact search.
+
+    Args:
+        fingerprint: the document fingerprint of the vectors (``embedder.fingerprint("document")``).
+        dim: the dimension stored (a Matryoshka truncation of the model's vectors); default the model's.
+        calibration: int8 ranges at ``dim``; fitted on the first :meth:`add` (at least 32 vectors) when not given.
+            For an index built in several small batches, fit it once on a sample (``embedder.calibrate``).
+        keep_float: also keep float16 vectors on disk, for ``rescore="float"``.
+        shortlist: ``"binary"`` (default): Hamming distance over sign bits, ``dim / 8`` bytes a vector in RAM; or an
+            int: the Matryoshka funnel, the first that many dimensions renormalized, float32 in RAM.
+        threads: threads faiss may use for a search (default: faiss's own setting, all cores).
+        backend: ``"auto"`` (faiss when installed, else numpy), ``"faiss"`` or ``"numpy"``.
+    """
+
+    def __init__(self, fingerprint: Fingerprint, *, dim: int | None = None, calibration: Calibration | None = None,
+                 keep_float: bool = False, shortlist: Literal["binary"] | int = "binary",
+                 threads: int | None = None, backend: Literal["auto", "faiss", "numpy"] = "auto") -> None:
+        self.fingerprint = fingerprint
+        self.dim = fingerprint.dim if dim is None else int(dim)
+        if not 0 < self.dim <= fingerprint.dim:
+            raise DimensionError(f"dim must be between 1 and the model's {fingerprint.dim}, got {self.dim}")
+        if calibration is not None and calibration.dim != self.dim:
+            raise DimensionError(f"calibration is {calibration.dim}-d, the index stores {self.dim}-d; refit it")
+        self.calibration = calibration
+        self.keep_float = keep_float
+        self.shortlist = shortlist
+        self._scan: BinaryScan | FloatScan
+        if shortlist == "binary":
+            if self.dim % 8:
+                raise DimensionError(f"binary codes need a dim divisible by 8, got {self.dim}")
+            self._scan = BinaryScan(self.dim // 8, backend=backend, threads=threads)
+        elif isinstance(shortlist, int) and not isinstance(shortlist, bool) and 0 < shortlist < self.dim:
+            self._scan = FloatScan(shortlist)
+        else:
+            raise ConfigError(f"shortlist must be 'binary' or a prefix dimension below {self.dim}, got {shortlist!r}")
+        self.payloads: dict[str, dict[str, Any]] = {}
+        self._int8: np.ndarray = np.zeros((0, self.dim), dtype=np.int8)
+        self._f16: np.ndarray | None = np.zeros((0, self.dim), dtype=np.float16) if keep_float else None
+        self._ids = np.zeros(0, dtype="S1")
+        self._alive = np.zeros(0, dtype=bool)
+        self._order = np.zeros(0, dtype=np.int64)  # ids sorted; among equal ids, older rows first
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
+        self._path: Path | None = None
+
+    # ------------------------------------------------------------------------------------------- describe
+    def __len__(self) -> int:
+        return int(self._alive.sum()) + sum(len(p[0]) for p in self._pending)
+
+    def __contains__(self, id_: object) -> bool:
+        return isinstance(id_, str) and bool(self._rows([id_])[0] >= 0)
+
+    def __repr__(self) -> str:
+        return (f"QuantizedIndex({self.fingerprint.id}, dim={self.dim}, shortlist={self.shortlist!r}, "
+                f"vectors={len(self)}, keep_float={self.keep_float}, path={str(self._path) if self._path else None})")
+
+    @property
+    def ids(self) -> list[str]:
+        self._flush()
+        return [i.decode() for i in self._ids[self._alive]]
+
+    def memory_bytes(self) -> dict[str, int]:
+        """What the index holds in RAM (codes, ids, bookkeeping) and what it keeps on disk or mapped."""
+        self._flush()
+        codes = self._scan.codes()
+        mapped = self._path is not None
+        vec = self._int8.nbytes + (self._f16.nbytes if self._f16 is not None else 0)
+        return {"codes": int(codes.nbytes), "ids": int(self._ids.nbytes + self._order.nbytes + self._alive.nbytes),
+                "vectors_in_ram": 0 if mapped else int(vec), "vectors_on_disk": int(vec) if mapped else 0}
+
+    # ------------------------------------------------------------------------------------------- write
+    def _check(self, vectors: Any) -> np.ndarray:
+        v = np.asarray(vectors, dtype=np.float32)
+        if v.ndim == 1:
+            v = v[None, :]
+        if v.ndim != 2 or v.shape[1] != self.dim:
+            raise DimensionError(f"vectors are {v.shape[-1]}-d, this index holds {self.dim}-d vectors of "
+                                 f"{self.fingerprint.id}; embed with the index's model and dim")
+        if not np.isfinite(v).all():
+            bad = int(np.flatnonzero(~np.isfinite(v).all(axis=1))[0])
+            raise InputError(f"vector #{bad} contains NaN or infinity; nothing was added", bad)
+        return v
+
+    def _codes(self, v: np.ndarray) -> np.ndarray:
+        if isinstance(self._scan, BinaryScan):
+            return quantize(v, "ubinary")
+        p = v[:, : self._scan.dim]
+        return p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
+
+    def add(self, ids: Any, vectors: Any, payloads: list[dict[str, Any]] | None = None) -> None:
+        """Add vectors under ``ids``; an id already present is replaced. Payloads must be JSON-serializable."""
+        id_list = _as_ids(ids)
+        v = self._check(vectors)
+        if len(id_list) != len(v) or (payloads is not None and len(payloads) != len(v)):
+            raise InputError(f"{len(id_list)} ids, {len(v)} vectors and "
+                             f"{len(payloads) if payloads is not None else len(v)} payloads must match")
+        if len(set(id_list)) != len(id_list):
+            raise InputError("ids must be unique within one add()")
+        if payloads is not None:
+            for n, p in enumerate(payloads):
+                try:
+                    json.dumps(p)
+                except (TypeError, ValueError) as exc:
+                    raise InputError(f"payload #{n} is not JSON-serializable ({exc}); nothing was added", n) from exc
+        if self.calibration is None:
+            self.calibration = _first_calibration(v, self.fingerprint.id)
+        int8 = quantize(v, "int8", calibration=self.calibration)
+        self.delete([i for i in id_list if i in self])  # re-adding an id replaces it
+        self._pending.append((np.array([i.encode() for i in id_list]), int8,
+                              v.astype(np.float16) if self._f16 is not None else None))
+        self._scan.add(self._codes(v))
+        for i, p in zip(id_list, payloads or [{}] * len(id_list), strict=True):
+            if p:
+                self.payloads[i] = dict(p)
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        new_ids = np.concatenate([p[0] for p in self._pending])
+        start = len(self._ids)
+        self._int8 = np.concatenate([self._int8, *(p[1] for p in self._pending)])
+        if self._f16 is not None:
+            self._f16 = np.concatenate([self._f16, *(p[2] for p in self._pending if p[2] is not None)])
+        self._pending = []
+        self._path = None  # the vectors were copied into RAM; save() maps them again
+        ids = np.concatenate([self._ids, new_ids])
+        # Merge the new ids into the sorted order: equal ids go after the older rows (side="right").
+        new_order = start + np.argsort(new_ids, kind="stable")
+        at = np.searchsorted(ids[: start], ids[new_order], side="right", sorter=self._order)
+        self._order = np.insert(self._order, at, new_order)
+        self._ids = ids
+        self._alive = np.concatenate([self._alive, np.ones(len(new_ids), dtype=bool)])
+
+    def _rows(self, ids: list[str]) -> np.ndarray:
+        """Row of each id, or -1 when absent or deleted."""
+        self._flush()
+        if not len(self._ids):
+            return np.full(len(ids), -1, dtype=np.int64)
+        keys = np.array([i.encode() for i in ids])
+        pos = np.searchsorted(self._ids, keys, side="right", sorter=self._order) - 1
+        rows = self._order[np.clip(pos, 0, None)]
+        found = (pos >= 0) & (self._ids[rows] == keys) & self._alive[rows]
+        return np.where(found, rows, -1)
+
+    def delete(self, ids: Any) -> int:
+        """Delete ``ids`` (unknown ids are ignored); returns how many were deleted."""
+        id_list = _as_ids(ids)
+        rows = self._rows(id_list)
+        hit = rows[rows >= 0]
+        self._alive[hit] = False
+        for i, r in zip(id_list, rows, strict=True):
+            if r >= 0:
+                self.payloads.pop(i, None)
+        return len(hit)
+
+    def get_payloads(self, ids: list[str]) -> list[dict[str, Any]]:
+        return [self.payloads.get(i, {}) for i in ids]
+
+    # ------------------------------------------------------------------------------------------- search
+    def search(self, queries: Any, k: int = 10, *, oversample: float = 4.0,
+               rescore: Rescore = "int8") -> SearchResult:
+        """Top ``k`` of each query: shortlist ``ceil(k * oversample)`` candidates, rescore them, keep ``k``."""
+        import time
+
+        q = self._check(queries)
+        if not isinstance(k, int) or k < 1:
+            raise ConfigError(f"k must be a positive int, got {k!r}")
+        if oversample < 1:
+            raise ConfigError(f"oversample must be >= 1, got {oversample}")
+        if rescore not in _RESCORES:
+            raise ConfigError(f"rescore must be one of {_RESCORES}, got {rescore!r}")
+        if rescore == "float" and self._f16 is None:
+            raise ConfigError("rescore='float' needs the float16 vectors: build the index with keep_float=True")
+        self._flush()
+        alive = int(self._alive.sum())
+        if alive == 0:
+            return SearchResult([[] for _ in q], [np.zeros(0, dtype=np.float32) for _ in q])
+        started = time.perf_counter()
+        keep = min(alive, max(k, int(np.ceil(k * oversample))))
+        dead = len(self._ids) - alive
+        first, rows = self._scan.search(self._codes(q), min(len(self._ids), keep + dead))
+        shortlisted = time.perf_counter()
+        ids: list[list[str]] = []
+        scores: list[np.ndarray] = []
+        for j in range(len(q)):
+            ok = rows[j] >= 0
+            ok[ok] = self._alive[rows[j][ok]]
+            cand, cand_first = rows[j][ok][:keep], first[j][ok][:keep]
+            if rescore == "none":
+                s = (-cand_first if isinstance(self._scan, BinaryScan) else cand_first).astype(np.float32)
+            elif rescore == "int8":
+                assert self.calibration is not None
+                s = float_int8_scores(q[j], self._int8[np.sort(cand)], self.calibration)
+                s = s[np.argsort(np.argsort(cand))]  # reads in row order (kind to memory maps), scores in cand order
+            else:
+                assert self._f16 is not None
+                s = self._f16[cand].astype(np.float32) @ q[j]
+            top = np.argsort(-s, kind="stable")[:k]
+            ids.append([self._ids[r].decode() for r in cand[top]])
+            scores.append(s[top].astype(np.float32))
+        done = time.perf_counter()
+        return SearchResult(ids, scores, keep, {"shortlist": (shortlisted - started) * 1e3,
+                                                "rescore": (done - shortlisted) * 1e3})
+
+    # ------------------------------------------------------------------------------------------- persist
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Write the index (deleted rows dropped) to ``folder`` and map its vectors from there from now on."""
+        self._flush()
+        if self.calibration is None:
+            raise ConfigError("an empty index has nothing to save; add vectors first")
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        keep = self._alive
+        ids = self._ids[keep]
+        arrays = {"codes.npy": self._scan.codes()[keep], "int8.npy": np.asarray(self._int8[keep]), "ids.npy": ids}
+        if self._f16 is not None:
+            arrays["float16.npy"] = np.asarray(self._f16[keep])
+        tag = f".tmp-{os.getpid()}"
+        for name, arr in arrays.items():
+            with open(out / (name + tag), "wb") as f:
+                np.save(f, arr, allow_pickle=False)
+        with open(out / ("payloads.jsonl" + tag), "w", encoding="utf-8") as f:
+            for i in ids:
+                p = self.payloads.get(i.decode())
+                if p:
+                    f.write(json.dumps({"id": i.decode(), "payload": p}) + "\n")
+        meta = {"format": _FORMAT, "version": _VERSION, "fingerprint": self.fingerprint.to_dict(), "dim": self.dim,
+                "shortlist": self.shortlist, "count": len(ids), "keep_float": self._f16 is not None,
+                "calibration": json.loads(self.calibration.to_json())}
+        (out / ("index.json" + tag)).write_text(json.dumps(meta, indent=1))
+        for name in [*arrays, "payloads.jsonl", "index.json"]:  # index.json last: it names a complete set
+            os.replace(out / (name + tag), out / name)
+        if self._f16 is None and (out / "float16.npy").exists():
+            (out / "float16.npy").unlink()
+        fresh = QuantizedIndex.load(out, backend="numpy" if isinstance(self._scan, BinaryScan)
+                                    and self._scan.backend == "numpy" else "auto", threads=self._threads())
+        self.__dict__.update(fresh.__dict__)
+        return out
+
+    def _threads(self) -> int | None:
+        return self._scan.threads if isinstance(self._scan, BinaryScan) else None
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str], *, expect: Fingerprint | None = None, mmap: bool = True,
+             threads: int | None = None, backend: Literal["auto", "faiss", "numpy"] = "auto") -> QuantizedIndex:
+        """Open an index saved by :meth:`save`. With ``expect`` (the embedder's document fingerprint), an index
+        built in another embedding space is refused."""
+        root = Path(folder)
+        try:
+            meta = json.loads((root / "index.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{root} holds no readable embedopt index ({exc}); build it with "
+                              "QuantizedIndex(...).add(...).save(folder)") from exc
+        if meta.get("format") != _FORMAT or meta.get("version") != _VERSION:
+            raise ConfigError(f"{root} is not an embedopt quantized index of version {_VERSION}")
+        fp = Fingerprint.from_dict(meta["fingerprint"])
+        if expect is not None and expect.space_id != fp.space_id:
+            raise ConfigError(f"the index in {root} holds vectors of {fp.id}, not of {expect.id}: another model or "
+                              "settings. Re-embed the corpus with this model into a new index (embedopt migrate), "
+                              "or query it with the model that built it.")
+        try:
+            calibration = Calibration.from_json(json.dumps(meta["calibration"]))
+            index = cls(fp, dim=int(meta["dim"]), calibration=calibration, keep_float=bool(meta["keep_float"]),
+                        shortlist=meta["shortlist"], threads=threads, backend=backend)
+            mode: Literal["r"] | None = "r" if mmap else None
+            codes = np.load(root / "codes.npy", allow_pickle=False)  # the shortlist codes live in RAM
+            ids = np.load(root / "ids.npy", allow_pickle=False)
+            int8 = np.load(root / "int8.npy", mmap_mode=mode, allow_pickle=False)
+            f16 = np.load(root / "float16.npy", mmap_mode=mode, allow_pickle=False) if index.keep_float else None
+            n = int(meta["count"])
+            shapes_ok = (len(codes) == len(ids) == len(int8) == n and int8.shape[1] == index.dim
+                         and (f16 is None or f16.shape == int8.shape))
+            payloads = {}
+            with open(root / "payloads.jsonl", encoding="utf-8") as f:
+                for line in f:
+                    row = json.loads(line)
+                    payloads[row["id"]] = row["payload"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"the index in {root} is damaged or incomplete ({exc}); rebuild it from the "
+                              "documents") from exc
+        if not shapes_ok:
+            raise ConfigError(f"the index in {root} is damaged: its files disagree on the number of vectors "
+                              f"({n} expected); rebuild it from the documents")
+        index._scan.add(codes)
+        index._ids, index._int8, index._f16 = ids, int8, f16
+        index._alive = np.ones(n, dtype=bool)
+        index._order = np.argsort(ids, kind="stable")
+        index.payloads = payloads
+        index._path = root if mmap else None
+        return index

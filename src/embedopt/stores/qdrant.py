@@ -1,0 +1,252 @@
+"""Qdrant as the store: versioned collections behind an alias, binary or scalar quantization with oversampling
+and rescoring, Matryoshka prefixes as named vectors searched with prefetch, payload filters.
+
+Works against a server or cluster (``url=``) and in qdrant-client's local mode (``location=":memory:"`` or
+``path=``). **Local mode is a brute-force float search: it ignores quantization, oversampling and rescoring**
+(qdrant-client warns so itself); use it for tests and small data, a server for the memory savings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from .._extras import require
+from ..errors import ConfigError, DimensionError, InputError
+from ..fingerprint import Fingerprint
+from .flat import Rescore, SearchResult, _as_ids
+
+__all__ = ["QdrantStore"]
+
+Quantization = Literal["binary", "scalar", "none"]
+_ID_KEY = "_embedopt_id"
+_NS = uuid.UUID("6f1d8a52-9c51-4c1e-9a8e-6f1c2b7d0e11")
+_BATCH = 256
+
+
+def _point_id(id_: str) -> str:
+    """Qdrant takes unsigned ints or UUIDs as point ids: a str id maps to a stable UUID; it is kept in the payload."""
+    return str(uuid.uuid5(_NS, id_))
+
+
+class QdrantStore:
+    """One embedding space in a Qdrant collection.
+
+    The physical collection is ``{collection}__{space}`` (``space`` from the fingerprint and dim) and the alias
+    ``collection`` names the live version. Opening a store whose alias points at another model's collection is
+    refused, unless ``activate=False`` (build a new version beside the live one, then :meth:`activate` it).
+
+    Args:
+        fingerprint: the document fingerprint of the vectors.
+        collection: the alias applications query.
+        client: a ``QdrantClient``; else one is made from ``url``/``api_key`` (server) or ``location``/``path``
+            (local mode).
+        dim: stored dimension (a Matryoshka truncation); default the model's.
+        quantization: ``binary`` (32x smaller, rescored from the originals), ``scalar`` (int8) or ``none``.
+        matryoshka_dims: prefixes stored as named vectors ``mrl{d}``; ``search(..., funnel=d)`` shortlists on one
+            and rescores with the full vector, in one ``query_points`` call with prefetch.
+        activate: point the alias at this version when it is created (default), or leave the live one alone.
+    """
+
+    def __init__(self, fingerprint: Fingerprint, *, collection: str, client: Any = None, url: str | None = None,
+                 api_key: str | None = None, location: str | None = None, path: str | None = None,
+                 dim: int | None = None, quantization: Quantization = "binary",
+                 matryoshka_dims: Sequence[int] = (), on_disk: bool = True, activate: bool = True) -> None:
+        qc = require("qdrant_client", extra="qdrant", feature="QdrantStore", package="qdrant-client")
+        from qdrant_client import models
+
+        self._m = models
+        if quantization not in ("binary", "scalar", "none"):
+            raise ConfigError(f"quantization must be 'binary', 'scalar' or 'none', got {quantization!r}")
+        self.fingerprint = fingerprint
+        self.dim = fingerprint.dim if dim is None else int(dim)
+        if not 0 < self.dim <= fingerprint.dim:
+            raise DimensionError(f"dim must be between 1 and the model's {fingerprint.dim}, got {self.dim}")
+        self.matryoshka_dims = tuple(sorted({int(d) for d in matryoshka_dims}))
+        if any(not 0 < d < self.dim for d in self.matryoshka_dims):
+            raise DimensionError(f"matryoshka_dims must lie below the stored dim {self.dim}: {matryoshka_dims}")
+        self.quantization = quantization
+        if client is None:
+            if url is not None:
+                client = qc.QdrantClient(url=url, api_key=api_key)
+            else:
+                client = qc.QdrantClient(location=location or (None if path else ":memory:"), path=path)
+        self.client = client
+        self.local = type(getattr(client, "_client", None)).__name__.startswith("QdrantLocal")
+        self.alias = collection
+        self.name = f"{collection}__{fingerprint.space_id[:12]}_d{self.dim}"
+        self._meta = {"embedopt": "qdrant-store/1", "fingerprint": json.dumps(fingerprint.to_dict()),
+                      "dim": self.dim, "quantization": quantization, "matryoshka_dims": list(self.matryoshka_dims)}
+        if not client.collection_exists(self.name):
+            self._create(on_disk)
+        else:
+            self._check_existing()
+        live = self.live_collection()
+        if live is None and activate:
+            self.activate()
+        elif live is not None and live != self.name and activate:
+            other = self._fingerprint_of(live)
+            raise ConfigError(
+                f"alias {collection!r} serves {live} ({other}), not this model ({fingerprint.id}); vectors of two "
+                "spaces never meet. Build the new version with activate=False and cut over with activate() "
+                "(or `embedopt migrate`)")
+
+    # ------------------------------------------------------------------------------------------- versions
+    def _create(self, on_disk: bool) -> None:
+        m = self._m
+        quant: Any = None
+        if self.quantization == "binary":
+            quant = m.BinaryQuantization(binary=m.BinaryQuantizationConfig(always_ram=True))
+        elif self.quantization == "scalar":
+            quant = m.ScalarQuantization(scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, quantile=0.99,
+                                                                           always_ram=True))
+        vectors = {"full": m.VectorParams(size=self.dim, distance=m.Distance.DOT, on_disk=on_disk,
+                                          quantization_config=quant)}
+        for d in self.matryoshka_dims:
+            vectors[f"mrl{d}"] = m.VectorParams(size=d, distance=m.Distance.DOT)
+        self.client.create_collection(self.name, vectors_config=vectors, metadata=self._meta)
+
+    def _fingerprint_of(self, name: str) -> str:
+        meta = self.client.get_collection(name).config.metadata or {}
+        try:
+            return str(json.loads(meta["fingerprint"])["id"])
+        except (KeyError, TypeError, ValueError):
+            return "a collection embedopt did not create"
+
+    def _check_existing(self) -> None:
+        meta = self.client.get_collection(self.name).config.metadata or {}
+        if meta.get("fingerprint") != self._meta["fingerprint"] or meta.get("dim") != self.dim:
+            raise ConfigError(f"collection {self.name} holds {self._fingerprint_of(self.name)}, not "
+                              f"{self.fingerprint.id} at dim {self.dim}; use another collection name")
+        if list(meta.get("matryoshka_dims") or []) != list(self.matryoshka_dims) \
+                or meta.get("quantization") != self.quantization:
+            raise ConfigError(f"collection {self.name} was built with quantization={meta.get('quantization')!r}, "
+                              f"matryoshka_dims={meta.get('matryoshka_dims')}; open it with the same settings")
+
+    def live_collection(self) -> str | None:
+        """The collection the alias points at now (None when there is no alias yet)."""
+        for a in self.client.get_aliases().aliases:
+            if a.alias_name == self.alias:
+                return str(a.collection_name)
+        return None
+
+    def activate(self) -> str | None:
+        """Point the alias at this version in one atomic operation; returns the version it pointed at before."""
+        m = self._m
+        before = self.live_collection()
+        ops: list[Any] = []
+        if before is not None:
+            ops.append(m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name=self.alias)))
+        ops.append(m.CreateAliasOperation(create_alias=m.CreateAlias(collection_name=self.name,
+                                                                     alias_name=self.alias)))
+        self.client.update_collection_aliases(change_aliases_operations=ops)
+        return before
+
+    def __repr__(self) -> str:
+        where = "local mode" if self.local else "server"
+        return (f"QdrantStore({self.alias!r} -> {self.name}, {self.fingerprint.id}, dim={self.dim}, "
+                f"quantization={self.quantization!r}, {where})")
+
+    def __len__(self) -> int:
+        return int(self.client.count(self.name, exact=True).count)
+
+    # ------------------------------------------------------------------------------------------- write
+    def _check(self, vectors: Any) -> np.ndarray:
+        v = np.asarray(vectors, dtype=np.float32)
+        if v.ndim == 1:
+            v = v[None, :]
+        if v.ndim != 2 or v.shape[1] != self.dim:
+            raise DimensionError(f"vectors are {v.shape[-1]}-d, collection {self.name} holds {self.dim}-d vectors "
+                                 f"of {self.fingerprint.id}; embed with the collection's model and dim")
+        if not np.isfinite(v).all():
+            bad = int(np.flatnonzero(~np.isfinite(v).all(axis=1))[0])
+            raise InputError(f"vector #{bad} contains NaN or infinity; nothing was added", bad)
+        return v
+
+    def _named(self, v: np.ndarray) -> dict[str, list[float]]:
+        out = {"full": v.tolist()}
+        for d in self.matryoshka_dims:
+            p = v[:d] / max(float(np.linalg.norm(v[:d])), 1e-12)
+            out[f"mrl{d}"] = p.tolist()
+        return out
+
+    def add(self, ids: Any, vectors: Any, payloads: list[dict[str, Any]] | None = None) -> None:
+        """Upsert vectors under ``ids`` (an id already present is replaced)."""
+        id_list = _as_ids(ids)
+        v = self._check(vectors)
+        if len(id_list) != len(v) or (payloads is not None and len(payloads) != len(v)):
+            raise InputError(f"{len(id_list)} ids, {len(v)} vectors and "
+                             f"{len(payloads) if payloads is not None else len(v)} payloads must match")
+        m = self._m
+        points = [m.PointStruct(id=_point_id(i), vector=self._named(row), payload={**(p or {}), _ID_KEY: i})
+                  for i, row, p in zip(id_list, v, payloads or [{}] * len(v), strict=True)]
+        for at in range(0, len(points), _BATCH):
+            self.client.upsert(self.name, points=points[at: at + _BATCH], wait=True)
+
+    def delete(self, ids: Any) -> int:
+        id_list = _as_ids(ids)
+        present = self.client.retrieve(self.name, ids=[_point_id(i) for i in id_list], with_payload=False)
+        if present:
+            self.client.delete(self.name, points_selector=self._m.PointIdsList(points=[p.id for p in present]),
+                               wait=True)
+        return len(present)
+
+    def get_payloads(self, ids: list[str]) -> list[dict[str, Any]]:
+        found = {p.payload.get(_ID_KEY): p.payload for p in
+                 self.client.retrieve(self.name, ids=[_point_id(i) for i in ids], with_payload=True)}
+        return [{k: v for k, v in (found.get(i) or {}).items() if k != _ID_KEY} for i in ids]
+
+    # ------------------------------------------------------------------------------------------- search
+    def _filter(self, where: Mapping[str, Any] | None) -> Any:
+        if not where:
+            return None
+        m = self._m
+        must = []
+        for key, value in where.items():
+            if isinstance(value, (list, tuple, set)):
+                must.append(m.FieldCondition(key=key, match=m.MatchAny(any=list(value))))
+            else:
+                must.append(m.FieldCondition(key=key, match=m.MatchValue(value=value)))
+        return m.Filter(must=must)
+
+    def search(self, queries: Any, k: int = 10, *, oversample: float = 4.0, rescore: Rescore = "int8",
+               where: Mapping[str, Any] | None = None, funnel: int | None = None) -> SearchResult:
+        """Top ``k`` per query. ``rescore`` other than ``"none"`` asks Qdrant to rescore the quantized shortlist
+        (``oversample`` x k) with the original vectors; ``where`` is an exact-match payload filter (a list value
+        matches any of its items); ``funnel=d`` shortlists on the ``mrl{d}`` prefix first."""
+        import time
+
+        q = self._check(queries)
+        if not isinstance(k, int) or k < 1:
+            raise ConfigError(f"k must be a positive int, got {k!r}")
+        if funnel is not None and funnel not in self.matryoshka_dims:
+            raise ConfigError(f"funnel={funnel} needs matryoshka_dims to include it (have {self.matryoshka_dims})")
+        m = self._m
+        limit = max(k, math.ceil(k * oversample))
+        params = None
+        if self.quantization != "none":
+            params = m.SearchParams(quantization=m.QuantizationSearchParams(
+                ignore=False, rescore=rescore != "none", oversampling=float(oversample)))
+        flt = self._filter(where)
+        requests = []
+        for row in q:
+            prefetch = None
+            if funnel is not None:
+                p = row[:funnel] / max(float(np.linalg.norm(row[:funnel])), 1e-12)
+                prefetch = m.Prefetch(query=p.tolist(), using=f"mrl{funnel}", limit=limit, filter=flt)
+            requests.append(m.QueryRequest(query=row.tolist(), using="full", limit=k, filter=flt, params=params,
+                                           prefetch=prefetch, with_payload=[_ID_KEY]))
+        started = time.perf_counter()
+        with warnings.catch_warnings():
+            if self.local:  # local mode says once per call that it ignores search_params; the class docstring says so
+                warnings.filterwarnings("ignore", message="Local mode performs exact")
+            answers = self.client.query_batch_points(self.name, requests=requests)
+        ids = [[str(p.payload[_ID_KEY]) for p in a.points] for a in answers]
+        scores = [np.asarray([p.score for p in a.points], dtype=np.float32) for a in answers]
+        return SearchResult(ids, scores, limit, {"search": (time.perf_counter() - started) * 1e3})
