@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 OnOverflow = Literal["truncate", "error"]
 #: Above this many texts, the async path moves CPU work (hashing, normalizing) off the event loop.
 _OFFLOAD_AT = 2048
+_PROGRESS = {"query": "embed queries", "document": "embed documents"}
 
 
 @dataclass
@@ -439,7 +440,7 @@ class Embedder:
 
     def _compute(self, job: _Job) -> None:
         batches = self._plan(job)
-        with progress_bar(len(job.todo), enabled=self.show_progress, desc=f"embed {job.input_type}s") as update:
+        with progress_bar(len(job.todo), enabled=self.show_progress, desc=_PROGRESS[job.input_type]) as update:
             for batch in batches:
                 texts_b = [job.unique[i] for i in batch.indices]
                 started = time.monotonic()
@@ -491,7 +492,7 @@ class Embedder:
             self._bill(job, batch, texts_b, used, time.monotonic() - started)
             return raw
 
-        with progress_bar(len(job.todo), enabled=self.show_progress, desc=f"embed {job.input_type}s") as update:
+        with progress_bar(len(job.todo), enabled=self.show_progress, desc=_PROGRESS[job.input_type]) as update:
             async for batch, raw in run_async(batches, call, max_concurrency=self.provider.info.max_concurrency):
                 await self._awrite_back(self._accept(job, batch, raw))
                 self._land(job, batch.indices)

@@ -45,12 +45,21 @@ def load_provider(spec: str | os.PathLike[str] = "minilm", **options: Any) -> Ba
     * ``st:NAME_OR_FOLDER``: any sentence-transformers model.
     * ``static:FOLDER_OR_HUB_ID``: a model2vec model; ``static:distill`` (or ``static:distill:SOURCE``) uses the
       static model distilled from MiniLM (or SOURCE), distilling and caching it on first use.
+    * ``openai:MODEL`` / ``voyage:MODEL``: the API providers (``api_key``, ``base_url`` ... as options).
     * anything else: a folder holding a model2vec model is loaded as static, otherwise as sentence-transformers.
     """
+    text = os.fspath(spec)
+    if text.startswith("openai:"):
+        from .openai import OpenAIProvider
+
+        return OpenAIProvider(text[len("openai:"):], **options)
+    if text.startswith("voyage:"):
+        from .voyage import VoyageProvider
+
+        return VoyageProvider(text[len("voyage:"):], **options)
     from .sentence_transformers import SentenceTransformerProvider
     from .static import StaticProvider
 
-    text = os.fspath(spec)
     if text in ("minilm", "default"):
         return SentenceTransformerProvider(**options)
     if text.startswith("st:"):
@@ -64,7 +73,7 @@ def load_provider(spec: str | os.PathLike[str] = "minilm", **options: Any) -> Ba
             return StaticProvider(cached_distill(source), **options)
         return StaticProvider(rest, **options)
     if ":" in text.split("/")[0] and not os.path.exists(text):
-        raise ConfigError(f"unknown provider prefix in {text!r}; use st:, static:, minilm or a folder")
+        raise ConfigError(f"unknown provider prefix in {text!r}; use st:, static:, openai:, voyage:, minilm or a folder")
     if _is_model2vec_folder(text):
         return StaticProvider(text, **options)
     return SentenceTransformerProvider(text, **options)
