@@ -27,3 +27,12 @@ def test_langchain_rag_example(trained_reranker_dir):
         assert out.count(title) == 3, title  # one block per query
     assert "chown.1" in out  # "change the owner of a file" finds chown
     assert "cache:" in out and "sqlite: hits=" in out
+
+
+def test_llamaindex_rag_example(trained_reranker_dir):
+    out = run_example("llamaindex_rag.py")
+    assert "indexed 400 man pages three ways" in out
+    for title in ("VectorStoreIndex (SimpleVectorStore)", "VectorStoreIndex (Qdrant, local mode)",
+                  "EmbedOptRerank (cross-encoder)", "EmbedOptRetriever (binary + int8 rescore)"):
+        assert out.count(title) == 3, title
+    assert "chown.1" in out and "cache:" in out

@@ -37,6 +37,8 @@ OnOverflow = Literal["truncate", "error"]
 #: Above this many texts, the async path moves CPU work (hashing, normalizing) off the event loop.
 _OFFLOAD_AT = 2048
 _PROGRESS = {"query": "embed queries", "document": "embed documents"}
+_SHARED_PROVIDERS: dict[tuple[str, str], BaseProvider] = {}  # local models loaded by Embedder.from_spec
+_SHARED_LOCK = threading.Lock()
 
 
 @dataclass
@@ -202,6 +204,35 @@ class Embedder:
                 f"calibration was fitted for {calibration.fingerprint_id}, not {doc_id}: another model or "
                 "settings; refit it with this Embedder's calibrate()"
             )
+
+    @classmethod
+    def from_spec(cls, model: str = "minilm", *, api_key: str | None = None, base_url: str | None = None,
+                  provider_options: dict[str, Any] | None = None, calibration_path: str | None = None,
+                  **options: Any) -> Embedder:
+        """An Embedder from a provider spec (see :func:`~embedopt.providers.load_provider`): what the framework
+        adapters build from their fields. A local model is loaded once per process and shared by every Embedder
+        asking for the same spec and options; ``api_key``/``base_url`` are for ``openai:``/``voyage:`` specs.
+        ``options`` go to the Embedder (``cache``, ``dim``, ``precision``, ``normalize``, ...)."""
+        from .providers import load_provider
+
+        provider_options = dict(provider_options or {})
+        if model.startswith(("openai:", "voyage:")):
+            if api_key is not None:
+                provider_options["api_key"] = api_key
+            if base_url is not None:
+                provider_options["base_url"] = base_url
+            provider = load_provider(model, **provider_options)
+        else:
+            if api_key is not None or base_url is not None:
+                raise ConfigError(f"api_key and base_url are for openai:/voyage: models, not {model!r}")
+            key = (model, repr(sorted(provider_options.items())))
+            with _SHARED_LOCK:
+                if key not in _SHARED_PROVIDERS:
+                    _SHARED_PROVIDERS[key] = load_provider(model, **provider_options)
+                provider = _SHARED_PROVIDERS[key]
+        if calibration_path is not None:
+            options["calibration"] = Calibration.load(calibration_path)
+        return cls(provider, **options)
 
     def __repr__(self) -> str:
         return (f"Embedder(provider={self.provider!r}, dim={self.dim}, precision={self.precision!r}, "

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import os
-import threading
 from typing import Any, Literal
 
 from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
-from embedopt import Calibration, Embedder
-from embedopt.errors import ConfigError
+from embedopt import Embedder
 
 __all__ = ["EmbedOptEmbeddings"]
 
 _KEY_ENV = {"openai:": "OPENAI_API_KEY", "voyage:": "VOYAGE_API_KEY"}
-_LOCAL_PROVIDERS: dict[tuple[str, str], Any] = {}  # a local model is loaded once per process, whatever wraps it
-_LOCAL_LOCK = threading.Lock()
 
 
 class EmbedOptEmbeddings(BaseModel, Embeddings):
@@ -83,27 +79,11 @@ class EmbedOptEmbeddings(BaseModel, Embeddings):
         if self.embedder is not None:
             self._embedder = self.embedder
             return self
-        from embedopt.providers import load_provider
-
-        options = dict(self.model_kwargs)
-        provider: Any
-        if self.model.startswith(tuple(_KEY_ENV)):
-            if self.api_key is not None:
-                options["api_key"] = self.api_key.get_secret_value()
-            if self.base_url is not None:
-                options["base_url"] = self.base_url
-            provider = load_provider(self.model, **options)
-        else:
-            if self.base_url is not None or self.api_key is not None:
-                raise ConfigError(f"api_key and base_url are for openai:/voyage: models, not {self.model!r}")
-            key = (self.model, repr(sorted(options.items())))
-            with _LOCAL_LOCK:
-                provider = _LOCAL_PROVIDERS.get(key)
-                if provider is None:
-                    provider = _LOCAL_PROVIDERS[key] = load_provider(self.model, **options)
-        calibration = Calibration.load(self.calibration_path) if self.calibration_path else None
-        self._embedder = Embedder(provider, cache=self.cache, dim=self.dim, precision=self.precision,
-                                  normalize=self.normalize, calibration=calibration, show_progress=self.show_progress)
+        self._embedder = Embedder.from_spec(
+            self.model, api_key=self.api_key.get_secret_value() if self.api_key is not None else None,
+            base_url=self.base_url, provider_options=self.model_kwargs, calibration_path=self.calibration_path,
+            cache=self.cache, dim=self.dim, precision=self.precision, normalize=self.normalize,
+            show_progress=self.show_progress)
         return self
 
     @property
