@@ -22,7 +22,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local Qdrant")
 
 from llama_index.core import Settings, StorageContext, VectorStoreIndex
 from llama_index.core.schema import NodeWithScore, TextNode
@@ -46,6 +45,7 @@ def show(title: str, hits: list[NodeWithScore]) -> None:
 
 
 def main() -> None:
+    warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local Qdrant")  # said above
     ds = load_beir(SAMPLE)
     # Qdrant point ids are UUIDs: the page name stays in metadata, out of what is embedded
     nodes = [TextNode(id_=str(uuid.uuid5(uuid.NAMESPACE_URL, i)), text=t, metadata={"page": i},

@@ -15,6 +15,7 @@ from llama_index.core.instrumentation.events.embedding import EmbeddingEndEvent,
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 from llama_index.core.storage.kvstore import SimpleKVStore
+from pydantic import Field
 
 from embedopt import Embedder
 from embedopt.eval import load_beir
@@ -27,7 +28,7 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 class Events(BaseEventHandler):
-    events: list = []
+    events: list = Field(default_factory=list)
 
     @classmethod
     def class_name(cls) -> str:
