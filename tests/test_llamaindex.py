@@ -163,10 +163,15 @@ async def test_async_batches_go_to_the_core_one_call_per_batch():
 
 def test_no_secret_in_payload_or_repr(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-0123456789abcdef")
-    e = EmbedOptEmbedding(model_name="openai:text-embedding-3-small", base_url="http://127.0.0.1:9/v1")
-    assert e.api_key is not None and e.api_key.get_secret_value() == "sk-secret-0123456789abcdef"
-    for text in (repr(e), str(e.to_payload()), e.to_json(), str(e.to_dict())):
+    from_env = EmbedOptEmbedding(model_name="openai:text-embedding-3-small", base_url="http://127.0.0.1:9/v1")
+    given = EmbedOptEmbedding(model_name="openai:text-embedding-3-small", base_url="http://127.0.0.1:9/v1",
+                              api_key="sk-secret-given-0123456789")
+    assert from_env.core.provider._key == "sk-secret-0123456789abcdef"  # the provider read the env var
+    for text in (repr(e) for e in (from_env, given)):
         assert "sk-secret" not in text
+    for e in (from_env, given):
+        texts = (str(e.to_payload()), e.to_json(), str(e.to_dict()), repr(e.core), e.core.fingerprint().id)
+        assert not any("sk-secret" in t for t in texts)
 
 
 def test_llamaindex_embeddings_cache_keys_on_text_alone_and_ours_does_not(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Literal
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
@@ -11,9 +10,6 @@ from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from embedopt import Embedder
 
 __all__ = ["EmbedOptEmbedding"]
-
-_KEY_ENV = {"openai:": "OPENAI_API_KEY", "voyage:": "VOYAGE_API_KEY"}
-
 
 class EmbedOptEmbedding(BaseEmbedding):
     """Embeddings through embedopt, for ``Settings.embed_model`` or ``VectorStoreIndex(embed_model=...)``.
@@ -27,8 +23,8 @@ class EmbedOptEmbedding(BaseEmbedding):
                             description="A provider spec: a sentence-transformers hub id or folder, 'minilm', "
                                         "'static:distill', 'static:FOLDER', 'openai:MODEL' or 'voyage:MODEL'.")
     api_key: SecretStr | None = Field(default=None, exclude=True, repr=False,
-                                      description="API key for openai:/voyage: models; default from "
-                                                  "OPENAI_API_KEY / VOYAGE_API_KEY. Never logged or emitted.")
+                                      description="API key for openai:/voyage: models; when None the provider "
+                                                  "reads OPENAI_API_KEY / VOYAGE_API_KEY. Never logged or emitted.")
     base_url: str | None = Field(default=None, description="Another endpoint for an API model.")
     cache: str | None = Field(default="memory", description="Cache tiers, fastest first ('memory,sqlite', "
                                                              "'memory,redis://host:6379/0,sqlite'), or None.")
@@ -51,16 +47,6 @@ class EmbedOptEmbedding(BaseEmbedding):
     @classmethod
     def class_name(cls) -> str:
         return "EmbedOptEmbedding"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _key_from_env(cls, values: Any) -> Any:
-        if isinstance(values, dict) and values.get("api_key") is None:
-            model = str(values.get("model_name") or "")
-            for prefix, env in _KEY_ENV.items():
-                if model.startswith(prefix) and os.environ.get(env):
-                    values = {**values, "api_key": os.environ[env]}
-        return values
 
     @model_validator(mode="after")
     def _build(self) -> EmbedOptEmbedding:
