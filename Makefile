@@ -51,6 +51,7 @@ bench: $(STAMP) services reranker
 	$(BIN)/python bench/hamming.py
 	$(BIN)/python bench/retrieval_quality.py
 	$(BIN)/python bench/search.py
+	$(BIN)/python bench/summary.py
 
 # The base install needs numpy only: install it alone in a second venv, import it, and check that a feature
 # whose extra is missing says which extra to install.

@@ -17,10 +17,10 @@ def test_metrics_match_ranx():
     docs = [f"d{i}" for i in range(60)]
     qrels = {f"q{i}": {d: rng.choice([1, 2, 3]) for d in rng.sample(docs, rng.randint(1, 5))} for i in range(40)}
     run = {q: rng.sample(docs, 50) for q in qrels}
-    ours = evaluate(run, qrels, ndcg_k=10, recall_k=20, mrr_k=10)
+    ours = evaluate(run, qrels, ndcg_k=10, recall_k=20, mrr_k=10, map_k=30)
     scored = {q: {d: float(50 - i) for i, d in enumerate(ranked)} for q, ranked in run.items()}
-    theirs = ranx.evaluate(ranx.Qrels(qrels), ranx.Run(scored), ["ndcg@10", "recall@20", "mrr@10"])
-    for metric in ("ndcg@10", "recall@20", "mrr@10"):
+    theirs = ranx.evaluate(ranx.Qrels(qrels), ranx.Run(scored), ["ndcg@10", "recall@20", "mrr@10", "map@30"])
+    for metric in ("ndcg@10", "recall@20", "mrr@10", "map@30"):
         assert ours[metric] == pytest.approx(theirs[metric], abs=1e-9), metric
 
 

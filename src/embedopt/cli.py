@@ -96,6 +96,27 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .eval.report import plot, table
+    from .eval.runner import run_grid
+
+    def floats(text: str) -> list[float | None]:
+        return [None if v in ("none", "0", "") else float(v) for v in text.split(",")]
+
+    result = run_grid(args.dataset, models=args.models.split(","),
+                      dims=[int(d) for d in args.dims.split(",")] if args.dims else None,
+                      precisions=args.precisions.split(","), oversample=floats(args.oversample),
+                      cache=None if args.cache == "none" else args.cache, rerank=args.rerank,
+                      rerank_queries=args.rerank_queries, show_progress=not args.no_progress,
+                      log=lambda m: print(m, file=sys.stderr))
+    table(result, use_rich=False if args.plain else None)
+    out = result.to_json(args.output)
+    print(f"results: {out}  ({result.total_seconds}s in all)", file=sys.stderr)
+    if args.plot:
+        print(f"plot: {plot(result, args.plot)}", file=sys.stderr)
+    return 0
+
+
 def _cmd_train_reranker(args: argparse.Namespace) -> int:
     from .rerank.train import TrainSettings, cached_cross_encoder
 
@@ -276,6 +297,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pca-dims", default="256", help="output dimension after PCA, or 'none' to keep the source's")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_distill)
+
+    p = sub.add_parser("eval", help="quality vs cost over a grid of models, dims, precisions and oversampling")
+    p.add_argument("dataset", help="a BEIR-format folder (corpus.jsonl, queries.jsonl, qrels/test.tsv)")
+    p.add_argument("--models", default="minilm", help="comma-separated model specs (default: minilm)")
+    p.add_argument("--dims", default=None, help="comma-separated dims (default: native, 768, 512, 256, 128, 64)")
+    p.add_argument("--precisions", default="float32,int8,binary", help="from float32,float16,int8,binary")
+    p.add_argument("--oversample", default="none,4",
+                   help="binary only: 'none' for the bits alone, a number for an int8 rescore of k x that")
+    p.add_argument("--rerank", default=None, help="a cross-encoder folder or hub id to add a rerank row")
+    p.add_argument("--rerank-queries", type=int, default=200)
+    p.add_argument("--cache", default="sqlite", help=_CACHE_HELP + " (default: sqlite; 'none' for no cache)")
+    p.add_argument("-o", "--output", default="eval-results.json")
+    p.add_argument("--plot", default=None, help="write a PNG plot here")
+    p.add_argument("--plain", action="store_true", help="a plain table even when rich is installed")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("train-reranker", help="train a cross-encoder from MiniLM's weights on a BEIR-format dataset "
                        "(cached; prints its folder)")

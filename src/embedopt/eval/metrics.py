@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["evaluate", "mrr_at_k", "ndcg_at_k", "recall_at_k", "top_k"]
+__all__ = ["average_precision_at_k", "evaluate", "mrr_at_k", "ndcg_at_k", "recall_at_k", "top_k"]
 
 Run = Mapping[str, Sequence[str]]
 """query id → doc ids, best first."""
@@ -45,14 +45,29 @@ def mrr_at_k(ranked: Sequence[str], rels: Mapping[str, int], k: int = 10) -> flo
     return 0.0
 
 
-def evaluate(run: Run, qrels: Qrels, *, ndcg_k: int = 10, recall_k: int = 100, mrr_k: int = 10) -> dict[str, float]:
-    """Mean NDCG@k, Recall@k and MRR@k over the queries of ``qrels`` (a query missing from ``run`` scores 0)."""
+def average_precision_at_k(ranked: Sequence[str], rels: Mapping[str, int], k: int = 100) -> float:
+    """Precision at each relevant hit within the top ``k``, summed, over the number of relevant documents."""
+    relevant = {d for d, r in rels.items() if r > 0}
+    if not relevant:
+        return 0.0
+    hits, total = 0, 0.0
+    for i, d in enumerate(ranked[:k]):
+        if d in relevant:
+            hits += 1
+            total += hits / (i + 1)
+    return total / len(relevant)
+
+
+def evaluate(run: Run, qrels: Qrels, *, ndcg_k: int = 10, recall_k: int = 100, mrr_k: int = 10,
+             map_k: int | None = None) -> dict[str, float]:
+    """Mean NDCG@k, Recall@k, MRR@k (and MAP@k when ``map_k`` is given) over the queries of ``qrels``
+    (a query missing from ``run`` scores 0)."""
     qids = [q for q, r in qrels.items() if any(v > 0 for v in r.values())]
+    metrics = {f"ndcg@{ndcg_k}": (ndcg_at_k, ndcg_k), f"recall@{recall_k}": (recall_at_k, recall_k),
+               f"mrr@{mrr_k}": (mrr_at_k, mrr_k)}
+    if map_k is not None:
+        metrics[f"map@{map_k}"] = (average_precision_at_k, map_k)
     if not qids:
-        return {f"ndcg@{ndcg_k}": 0.0, f"recall@{recall_k}": 0.0, f"mrr@{mrr_k}": 0.0}
-    n = len(qids)
-    return {
-        f"ndcg@{ndcg_k}": sum(ndcg_at_k(run.get(q, []), qrels[q], ndcg_k) for q in qids) / n,
-        f"recall@{recall_k}": sum(recall_at_k(run.get(q, []), qrels[q], recall_k) for q in qids) / n,
-        f"mrr@{mrr_k}": sum(mrr_at_k(run.get(q, []), qrels[q], mrr_k) for q in qids) / n,
-    }
+        return dict.fromkeys(metrics, 0.0)
+    return {name: sum(fn(run.get(q, []), qrels[q], k) for q in qids) / len(qids)
+            for name, (fn, k) in metrics.items()}

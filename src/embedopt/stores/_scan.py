@@ -96,13 +96,16 @@ class BinaryScan:
         q = np.ascontiguousarray(queries, dtype=np.uint8)
         faiss = self._faiss
         if self._index is not None and faiss is not None:
+            # One query gains nothing from a second thread (bench/hamming.py), and an OpenMP team on a busy
+            # machine can stall; batches use the threads given, else faiss's own setting.
+            threads = self.threads or (1 if len(q) == 1 else None)
             before = faiss.omp_get_max_threads()
-            if self.threads:
-                faiss.omp_set_num_threads(self.threads)
+            if threads:
+                faiss.omp_set_num_threads(threads)
             try:
                 dist, rows = self._index.search(q, n)
             finally:
-                if self.threads:
+                if threads:
                     faiss.omp_set_num_threads(before)
             return dist.astype(np.int32, copy=False), rows
         self._merge()

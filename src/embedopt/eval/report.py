@@ -1,0 +1,86 @@
+"""Show a grid's results: a table in the terminal (rich when installed) and a PNG plot of quality against bytes
+per vector and against query latency, with each model's float32 baseline marked."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .._extras import require
+from .runner import GridResult, Row
+
+__all__ = ["plot", "table"]
+
+_COLUMNS = ("model", "dim", "stored as", "bytes/vec", "NDCG@10", "kept", "R@100", "MRR@10", "MAP@100", "ms/query")
+
+
+def _cells(r: Row) -> list[str]:
+    return [r.model, str(r.dim), r.label, f"{r.bytes_per_vector:,}", f"{r.ndcg_at_10:.4f}", f"{r.retention:.1%}",
+            f"{r.recall_at_100:.4f}", f"{r.mrr_at_10:.4f}", f"{r.map_at_100:.4f}", f"{r.ms_per_query:g}"]
+
+
+def table(result: GridResult, *, use_rich: bool | None = None) -> str:
+    """The rows as a table; printed with rich when it is installed (and ``use_rich`` is not False)."""
+    title = f"{result.dataset}: {result.documents:,} documents, {result.queries:,} queries"
+    if use_rich is not False:
+        try:
+            from rich.console import Console
+            from rich.table import Table
+        except ImportError:
+            pass
+        else:
+            t = Table(title=title)
+            for c in _COLUMNS:
+                t.add_column(c, justify="left" if c in ("model", "stored as") else "right")
+            for r in result.rows:
+                t.add_row(*_cells(r))
+            console = Console(record=True, width=140)
+            console.print(t)
+            return console.export_text()
+    widths = [max(len(c), *(len(_cells(r)[i]) for r in result.rows)) for i, c in enumerate(_COLUMNS)]
+    lines = [title, "  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(_cells(r), widths, strict=True)) for r in result.rows]
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+def plot(result: GridResult, path: str | os.PathLike[str]) -> Path:
+    """Two panels: NDCG@10 against RAM bytes per vector (log scale) and against milliseconds per query."""
+    matplotlib = require("matplotlib", extra="eval", feature="embedopt eval --plot")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    markers = {"float32": "o", "float16": "D", "int8": "s", "binary": "^"}
+    for n, model in enumerate(dict.fromkeys(r.model for r in result.rows)):
+        rows = [r for r in result.rows if r.model == model and r.rerank is None]
+        color = f"C{n}"
+        for ax, x in ((axes[0], "bytes_per_vector"), (axes[1], "ms_per_query")):
+            for r in rows:
+                ax.scatter(getattr(r, x), r.ndcg_at_10, color=color, marker=markers[r.precision],
+                           alpha=0.85, s=40 if r.oversample is None else 70,
+                           edgecolors="black" if r.oversample else "none")
+                ax.annotate(f"{r.dim}", (getattr(r, x), r.ndcg_at_10), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+            base = next((r for r in rows if r.precision == "float32" and r.retention == 1.0), None)
+            if base is not None:
+                ax.axhline(base.ndcg_at_10, color=color, linestyle="--", linewidth=1,
+                           label=f"{model}: float32 {base.dim}d baseline")
+    for ax, label in ((axes[0], "RAM bytes per vector (log)"), (axes[1], "search ms per query (log)")):
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("NDCG@10")
+        ax.grid(alpha=0.3)
+    for p, m in markers.items():
+        if any(r.precision == p for r in result.rows):
+            axes[0].scatter([], [], color="grey", marker=m, label=p)
+    axes[0].scatter([], [], color="grey", marker="^", s=70, edgecolors="black", label="binary + int8 rescore")
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"{result.dataset}: quality against cost (labels: dims)")
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
