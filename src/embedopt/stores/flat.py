@@ -110,13 +110,14 @@ class QuantizedIndex:
         self._f16: np.ndarray | None = np.zeros((0, self.dim), dtype=np.float16) if keep_float else None
         self._ids = np.zeros(0, dtype="S1")
         self._alive = np.zeros(0, dtype=bool)
+        self._dead = 0  # rows deleted but still in the arrays (tombstones), kept so search need not count them
         self._order = np.zeros(0, dtype=np.int64)  # ids sorted; among equal ids, older rows first
         self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
         self._path: Path | None = None
 
     # ------------------------------------------------------------------------------------------- describe
     def __len__(self) -> int:
-        return int(self._alive.sum()) + sum(len(p[0]) for p in self._pending)
+        return len(self._alive) - self._dead + sum(len(p[0]) for p in self._pending)
 
     def __contains__(self, id_: object) -> bool:
         return isinstance(id_, str) and bool(self._rows([id_])[0] >= 0)
@@ -219,6 +220,7 @@ class QuantizedIndex:
         rows = self._rows(id_list)
         hit = rows[rows >= 0]
         self._alive[hit] = False
+        self._dead += len(hit)
         for i, r in zip(id_list, rows, strict=True):
             if r >= 0:
                 self.payloads.pop(i, None)
@@ -243,7 +245,7 @@ class QuantizedIndex:
         if rescore == "float" and self._f16 is None:
             raise ConfigError("rescore='float' needs the float16 vectors: build the index with keep_float=True")
         self._flush()
-        alive = int(self._alive.sum())
+        alive = len(self._alive) - self._dead
         if alive == 0:
             return SearchResult([[] for _ in q], [np.zeros(0, dtype=np.float32) for _ in q])
         started = time.perf_counter()
