@@ -39,7 +39,7 @@ test: lint services
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # No trained cross-encoder ships in a package: train one from the packaged MiniLM weights on debian-packages
-# (about 6 minutes on 2 CPU cores, once; cached under $$EMBEDOPT_HOME/rerankers).
+# (about 30 minutes on 2 CPU cores, once; cached under $$EMBEDOPT_HOME/rerankers).
 DATASETS ?= ../shared/datasets
 reranker: $(STAMP)
 	$(BIN)/embedopt train-reranker $(DATASETS)/debian-packages

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -233,8 +234,6 @@ class QuantizedIndex:
     def search(self, queries: Any, k: int = 10, *, oversample: float = 4.0,
                rescore: Rescore = "int8") -> SearchResult:
         """Top ``k`` of each query: shortlist ``ceil(k * oversample)`` candidates, rescore them, keep ``k``."""
-        import time
-
         q = self._check(queries)
         if not isinstance(k, int) or k < 1:
             raise ConfigError(f"k must be a positive int, got {k!r}")

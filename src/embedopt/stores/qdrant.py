@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import uuid
 import warnings
 from collections.abc import Mapping, Sequence
@@ -220,8 +221,6 @@ class QdrantStore:
         """Top ``k`` per query. ``rescore`` other than ``"none"`` asks Qdrant to rescore the quantized shortlist
         (``oversample`` x k) with the original vectors; ``where`` is an exact-match payload filter (a list value
         matches any of its items); ``funnel=d`` shortlists on the ``mrl{d}`` prefix first."""
-        import time
-
         q = self._check(queries)
         if not isinstance(k, int) or k < 1:
             raise ConfigError(f"k must be a positive int, got {k!r}")
