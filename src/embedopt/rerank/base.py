@@ -41,7 +41,7 @@ def check_rank_args(query: Any, documents: Any, top_n: int | None) -> tuple[str,
         if not isinstance(d, str):
             raise InputError(f"document #{n} is {type(d).__name__}, not str; pass the documents' text", n)
     if top_n is None:
-        top_n = len(docs)
+        top_n = max(1, len(docs))
     if not isinstance(top_n, int) or top_n < 1:
         raise ConfigError(f"top_n must be a positive int or None, got {top_n!r}")
     return query, docs, min(top_n, len(docs))

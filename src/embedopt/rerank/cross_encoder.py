@@ -53,13 +53,13 @@ class CrossEncoderReranker:
         else:
             raise ConfigError(f"model must be a hub id, a folder or a CrossEncoder, got {type(model).__name__}")
         if max_length is not None:
-            self._model.max_length = max_length
+            self._model.max_seq_length = max_length
         self.batch_size = batch_size
         self._lock = model_lock(self._model)
 
     @property
     def max_length(self) -> int | None:
-        return getattr(self._model, "max_length", None)
+        return getattr(self._model, "max_seq_length", None)
 
     def __repr__(self) -> str:
         return f"CrossEncoderReranker({self.name!r}, max_length={self.max_length}, batch_size={self.batch_size})"
