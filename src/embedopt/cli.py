@@ -117,6 +117,31 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_drift_report(args: argparse.Namespace) -> int:
+    from .drift import DriftMonitor, monitors, plot_history
+
+    names = [args.monitor] if args.monitor else monitors(args.db)
+    if not names:
+        print("no drift history recorded yet", file=sys.stderr)
+        return 0
+    for name in names:
+        monitor = DriftMonitor(name, db=args.db)
+        history = monitor.history()
+        keys = [k for k in ("mean_norm", "centroid_shift", "spread", "low_top1_share")
+                if any(h.get(k) is not None for h in history)]
+        keys += sorted({k for h in history for k in h if k.startswith("golden_")})
+        print(f"{name}: {len(history)} batches, {sum(len(h['alerts']) for h in history)} alerts")
+        print("  batch  " + "  ".join(f"{k:>14}" for k in keys) + "  alerts")
+        for h in history:
+            cells = "  ".join(f"{h[k]:>14.5g}" if h.get(k) is not None else f"{'-':>14}" for k in keys)
+            print(f"  {h['batch']:>5}  {cells}  {', '.join(a['metric'] for a in h['alerts'])}")
+        if args.plot:
+            out = Path(args.plot) if len(names) == 1 else Path(args.plot).with_stem(f"{Path(args.plot).stem}-{name}")
+            print(f"plot: {plot_history(history, out, title=f'drift: {name}')}", file=sys.stderr)
+        monitor.close()
+    return 0
+
+
 def _cmd_train_reranker(args: argparse.Namespace) -> int:
     from .rerank.train import TrainSettings, cached_cross_encoder
 
@@ -313,6 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plain", action="store_true", help="a plain table even when rich is installed")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_eval)
+
+    drift = sub.add_parser("drift", help="embedding drift history")
+    dsub = drift.add_subparsers(dest="drift_command", required=True)
+    p = dsub.add_parser("report", help="print each monitor's history, and plot it")
+    p.add_argument("--monitor", default=None, help="one monitor (default: all)")
+    p.add_argument("--db", default=None, help="the history file (default: $EMBEDOPT_HOME/drift.sqlite3)")
+    p.add_argument("--plot", default=None, help="write a PNG plot here")
+    p.set_defaults(func=_cmd_drift_report)
 
     p = sub.add_parser("train-reranker", help="train a cross-encoder from MiniLM's weights on a BEIR-format dataset "
                        "(cached; prints its folder)")
