@@ -142,6 +142,47 @@ def _cmd_drift_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_index_build(args: argparse.Namespace) -> int:
+    from .eval import load_beir
+    from .versioning import VersionedIndex
+
+    ds = load_beir(args.dataset)
+    titles = [{"title": d["title"]} for d in ds.corpus.values()]
+    vi = VersionedIndex.build(args.root, args.model, ds.doc_texts(), ds.doc_ids, metadatas=titles, dim=args.dim,
+                              cache=None if args.cache == "none" else args.cache)
+    print(json.dumps({"root": str(vi.root), "live": vi.live, "documents": len(ds.doc_ids)}, indent=2))
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from . import versioning as v
+
+    if args.action in ("plan", "start") and not args.model:
+        raise ConfigError(f"migrate {args.action} needs --model (the model to migrate to)")
+    cache = None if args.cache == "none" else args.cache
+    if args.action == "plan":
+        result = v.plan(args.root, args.model, dim=args.dim)
+    elif args.action == "start":
+        result = v.start(args.root, args.model, dim=args.dim, batch_size=args.batch_size, cache=cache,
+                         show_progress=not args.no_progress)
+    elif args.action == "status":
+        result = v.status(args.root)
+    elif args.action == "shadow":
+        if not args.queries:
+            raise ConfigError("migrate shadow needs --queries: a BEIR-format folder whose queries to replay")
+        from .eval import load_beir
+
+        ds = load_beir(args.queries)
+        qids = ds.query_ids[: args.sample]
+        result = v.shadow(args.root, {q: ds.queries[q] for q in qids}, qrels=ds.qrels)
+    elif args.action == "cutover":
+        result = v.cutover(args.root, force=args.force)
+    else:
+        result = v.rollback(args.root)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def _cmd_train_reranker(args: argparse.Namespace) -> int:
     from .rerank.train import TrainSettings, cached_cross_encoder
 
@@ -346,6 +387,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default=None, help="the history file (default: $EMBEDOPT_HOME/drift.sqlite3)")
     p.add_argument("--plot", default=None, help="write a PNG plot here")
     p.set_defaults(func=_cmd_drift_report)
+
+    p = sub.add_parser("build-index", help="build a versioned embedded index (version v1) from a BEIR-format corpus")
+    p.add_argument("dataset", help="a BEIR-format folder; its corpus is indexed")
+    p.add_argument("root", help="the versioned index folder to create")
+    p.add_argument("-m", "--model", default="minilm", help=_MODEL_HELP)
+    p.add_argument("--dim", type=int, default=None)
+    p.add_argument("--cache", default="memory,sqlite", help=_CACHE_HELP + " (default: memory,sqlite)")
+    p.set_defaults(func=_cmd_index_build)
+
+    p = sub.add_parser("migrate", help="move a versioned index to another model: plan, start (resumable), "
+                       "status, shadow, cutover, rollback")
+    p.add_argument("action", choices=("plan", "start", "status", "shadow", "cutover", "rollback"))
+    p.add_argument("root", help="the versioned index folder")
+    p.add_argument("-m", "--model", default=None, help="the model to migrate to (plan, start): " + _MODEL_HELP)
+    p.add_argument("--dim", type=int, default=None, help="Matryoshka dim of the new version")
+    p.add_argument("--batch-size", type=int, default=256, help="documents re-embedded and saved per step")
+    p.add_argument("--cache", default="memory,sqlite", help=_CACHE_HELP + " (default: memory,sqlite)")
+    p.add_argument("--queries", default=None, help="shadow: a BEIR-format folder whose queries to replay")
+    p.add_argument("--sample", type=int, default=200, help="shadow: how many of its queries")
+    p.add_argument("--force", action="store_true", help="cutover before the backfill is complete")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_migrate)
 
     p = sub.add_parser("train-reranker", help="train a cross-encoder from MiniLM's weights on a BEIR-format dataset "
                        "(cached; prints its folder)")
