@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import ConfigError, DimensionError, InputError
 from ..fingerprint import Fingerprint
+from ..matryoshka import truncate
 from ..quantization import MIN_CALIBRATION_SAMPLES, Calibration, float_int8_scores, quantize
 from ._scan import BinaryScan, FloatScan
 
@@ -48,6 +49,26 @@ class SearchResult:
     candidates: int = 0
     """How many candidates the shortlist kept per query."""
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def check_vectors(vectors: Any, dim: int, holder: str) -> np.ndarray:
+    """``vectors`` (one, or a 2-D batch) as float32 rows of ``dim``; refused with advice otherwise.
+    ``holder`` says what holds ``dim``-d vectors, for the message."""
+    v = np.asarray(vectors, dtype=np.float32)
+    if v.ndim == 1:
+        v = v[None, :]
+    if v.ndim != 2 or v.shape[1] != dim:
+        raise DimensionError(f"vectors are {v.shape[-1]}-d, {holder}; embed with its model and dim")
+    if not np.isfinite(v).all():
+        bad = int(np.flatnonzero(~np.isfinite(v).all(axis=1))[0])
+        raise InputError(f"vector #{bad} contains NaN or infinity; nothing was added", bad)
+    return v
+
+
+def check_counts(ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]] | None) -> None:
+    if len(ids) != len(vectors) or (payloads is not None and len(payloads) != len(vectors)):
+        raise InputError(f"{len(ids)} ids, {len(vectors)} vectors and "
+                         f"{len(payloads) if payloads is not None else len(vectors)} payloads must match")
 
 
 def _as_ids(ids: Any) -> list[str]:
@@ -143,30 +164,18 @@ class QuantizedIndex:
 
     # ------------------------------------------------------------------------------------------- write
     def _check(self, vectors: Any) -> np.ndarray:
-        v = np.asarray(vectors, dtype=np.float32)
-        if v.ndim == 1:
-            v = v[None, :]
-        if v.ndim != 2 or v.shape[1] != self.dim:
-            raise DimensionError(f"vectors are {v.shape[-1]}-d, this index holds {self.dim}-d vectors of "
-                                 f"{self.fingerprint.id}; embed with the index's model and dim")
-        if not np.isfinite(v).all():
-            bad = int(np.flatnonzero(~np.isfinite(v).all(axis=1))[0])
-            raise InputError(f"vector #{bad} contains NaN or infinity; nothing was added", bad)
-        return v
+        return check_vectors(vectors, self.dim, f"this index holds {self.dim}-d vectors of {self.fingerprint.id}")
 
     def _codes(self, v: np.ndarray) -> np.ndarray:
         if isinstance(self._scan, BinaryScan):
             return quantize(v, "ubinary")
-        p = v[:, : self._scan.dim]
-        return p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
+        return truncate(v, self._scan.dim)
 
     def add(self, ids: Any, vectors: Any, payloads: list[dict[str, Any]] | None = None) -> None:
         """Add vectors under ``ids``; an id already present is replaced. Payloads must be JSON-serializable."""
         id_list = _as_ids(ids)
         v = self._check(vectors)
-        if len(id_list) != len(v) or (payloads is not None and len(payloads) != len(v)):
-            raise InputError(f"{len(id_list)} ids, {len(v)} vectors and "
-                             f"{len(payloads) if payloads is not None else len(v)} payloads must match")
+        check_counts(id_list, v, payloads)
         if len(set(id_list)) != len(id_list):
             raise InputError("ids must be unique within one add()")
         if payloads is not None:

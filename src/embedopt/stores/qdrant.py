@@ -19,9 +19,10 @@ from typing import Any, Literal
 import numpy as np
 
 from .._extras import require
-from ..errors import ConfigError, DimensionError, InputError
+from ..errors import ConfigError, DimensionError
 from ..fingerprint import Fingerprint
-from .flat import Rescore, SearchResult, _as_ids
+from ..matryoshka import truncate
+from .flat import Rescore, SearchResult, _as_ids, check_counts, check_vectors
 
 __all__ = ["QdrantStore"]
 
@@ -159,34 +160,20 @@ class QdrantStore:
 
     # ------------------------------------------------------------------------------------------- write
     def _check(self, vectors: Any) -> np.ndarray:
-        v = np.asarray(vectors, dtype=np.float32)
-        if v.ndim == 1:
-            v = v[None, :]
-        if v.ndim != 2 or v.shape[1] != self.dim:
-            raise DimensionError(f"vectors are {v.shape[-1]}-d, collection {self.name} holds {self.dim}-d vectors "
-                                 f"of {self.fingerprint.id}; embed with the collection's model and dim")
-        if not np.isfinite(v).all():
-            bad = int(np.flatnonzero(~np.isfinite(v).all(axis=1))[0])
-            raise InputError(f"vector #{bad} contains NaN or infinity; nothing was added", bad)
-        return v
-
-    def _named(self, v: np.ndarray) -> dict[str, list[float]]:
-        out = {"full": v.tolist()}
-        for d in self.matryoshka_dims:
-            p = v[:d] / max(float(np.linalg.norm(v[:d])), 1e-12)
-            out[f"mrl{d}"] = p.tolist()
-        return out
+        return check_vectors(vectors, self.dim, f"collection {self.name} holds {self.dim}-d vectors of "
+                                                f"{self.fingerprint.id}")
 
     def add(self, ids: Any, vectors: Any, payloads: list[dict[str, Any]] | None = None) -> None:
         """Upsert vectors under ``ids`` (an id already present is replaced)."""
         id_list = _as_ids(ids)
         v = self._check(vectors)
-        if len(id_list) != len(v) or (payloads is not None and len(payloads) != len(v)):
-            raise InputError(f"{len(id_list)} ids, {len(v)} vectors and "
-                             f"{len(payloads) if payloads is not None else len(v)} payloads must match")
+        check_counts(id_list, v, payloads)
         m = self._m
-        points = [m.PointStruct(id=_point_id(i), vector=self._named(row), payload={**(p or {}), _ID_KEY: i})
-                  for i, row, p in zip(id_list, v, payloads or [{}] * len(v), strict=True)]
+        prefixes = {d: truncate(v, d) for d in self.matryoshka_dims}
+        points = [m.PointStruct(id=_point_id(i), payload={**(p or {}), _ID_KEY: i},
+                                vector={"full": v[n].tolist(), **{f"mrl{d}": pv[n].tolist()
+                                                                  for d, pv in prefixes.items()}})
+                  for n, (i, p) in enumerate(zip(id_list, payloads or [{}] * len(v), strict=True))]
         for at in range(0, len(points), _BATCH):
             self.client.upsert(self.name, points=points[at: at + _BATCH], wait=True)
 
@@ -237,8 +224,8 @@ class QdrantStore:
         for row in q:
             prefetch = None
             if funnel is not None:
-                p = row[:funnel] / max(float(np.linalg.norm(row[:funnel])), 1e-12)
-                prefetch = m.Prefetch(query=p.tolist(), using=f"mrl{funnel}", limit=limit, filter=flt)
+                prefetch = m.Prefetch(query=truncate(row, funnel).tolist(), using=f"mrl{funnel}", limit=limit,
+                                      filter=flt)
             requests.append(m.QueryRequest(query=row.tolist(), using="full", limit=k, filter=flt, params=params,
                                            prefetch=prefetch, with_payload=[_ID_KEY]))
         started = time.perf_counter()
