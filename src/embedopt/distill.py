@@ -6,12 +6,11 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from ._extras import require
+from ._files import atomic_folder
 from .errors import ConfigError, ModelLoadError
 from .providers._local import DEFAULT_MODEL, packaged_hint, resolve_model
 
@@ -49,19 +48,11 @@ def distill(model: str | os.PathLike[str] = DEFAULT_MODEL, output_dir: str | os.
             f"could not distil {os.fspath(model)!r}: {type(exc).__name__}: {exc}. The source must be a "
             "sentence-transformers model that loads on this machine." + packaged_hint(os.fspath(model))
         ) from exc
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         static.save_pretrained(str(tmp))
         meta = {"source": resolved.name, "source_from": resolved.source, "pca_dims": pca_dims,
                 "seconds": round(time.perf_counter() - started, 1)}
         (tmp / _META).write_text(json.dumps(meta, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     logger.info("distilled %s into %s in %.1fs", resolved.name, out, time.perf_counter() - started)
     return out
 

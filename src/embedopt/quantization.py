@@ -23,6 +23,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from ._files import atomic_write_text
 from .errors import CalibrationError, ConfigError, DimensionError
 
 __all__ = [
@@ -149,11 +150,7 @@ class Calibration:
             raise CalibrationError(f"calibration file is unreadable ({exc}); refit it") from exc
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        p = Path(path)
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(self.to_json() + "\n")
-        os.replace(tmp, p)
-        return p
+        return atomic_write_text(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Calibration:

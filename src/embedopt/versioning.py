@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._files import atomic_write_text
 from .embedder import Embedder
 from .errors import ConfigError
 from .stores.flat import QuantizedIndex
@@ -34,9 +35,7 @@ __all__ = ["VersionedIndex", "backfill", "cutover", "plan", "rollback", "shadow"
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 @dataclass(frozen=True)
@@ -108,9 +107,7 @@ class VersionedIndex:
         folder = self.root / "versions" / name
         gen = f"g{time.time_ns()}"
         index.save(folder / gen)
-        tmp = folder / f".CURRENT.{os.getpid()}.tmp"
-        tmp.write_text(gen)
-        os.replace(tmp, folder / "CURRENT")
+        atomic_write_text(folder / "CURRENT", gen)
         for old in folder.glob("g*"):
             if old.name != gen:
                 shutil.rmtree(old, ignore_errors=True)

@@ -17,8 +17,6 @@ import json
 import logging
 import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -27,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .._extras import require
+from .._files import atomic_folder
 from ..distill import cache_dir
 from ..errors import ConfigError
 from ..eval.beir import BeirDataset, load_beir
@@ -123,9 +122,7 @@ def train_cross_encoder(pairs: Sequence[Pair], output_dir: str | os.PathLike[str
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
     out = Path(output_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         model.config.sentence_transformers = {"activation_fn": "torch.nn.modules.activation.Sigmoid"}
         model.save_pretrained(tmp)
         tokenizer.model_max_length = s.max_length  # what CrossEncoder truncates pairs to by default
@@ -133,12 +130,6 @@ def train_cross_encoder(pairs: Sequence[Pair], output_dir: str | os.PathLike[str
         meta = {"base": resolved.name, "pairs": len(pairs), "settings": asdict(s), "device": device,
                 "seconds": round(time.perf_counter() - started, 1)}
         (tmp / _META).write_text(json.dumps(meta, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     logger.info("trained a cross-encoder on %d pairs in %.0fs: %s", len(pairs), time.perf_counter() - started, out)
     return out
 
