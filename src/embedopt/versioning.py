@@ -55,6 +55,7 @@ class VersionedIndex:
             raise ConfigError(f"{self.root} is not a versioned index (no LIVE.json); create one with "
                               "VersionedIndex.build(root, model, texts, ids)")
         self._embedders: dict[str, Embedder] = {}
+        self._opened: dict[str, tuple[str, QuantizedIndex]] = {}  # version -> (generation, its loaded index)
 
     # ------------------------------------------------------------------------------------------- layout
     @classmethod
@@ -94,20 +95,29 @@ class VersionedIndex:
         return self._embedders[name]
 
     def open(self, name: str) -> QuantizedIndex:
-        """The saved index of version ``name`` (memory-mapped), or an empty one of its model's space."""
+        """The saved index of version ``name`` (memory-mapped), or an empty one of its model's space. It is loaded
+        again only when the version's CURRENT generation changed (another process saved), not on every query."""
         folder = self.root / "versions" / name
         current = folder / "CURRENT"
         e = self.embedder(name)
         if not current.is_file():
             return QuantizedIndex(e.fingerprint("document"), dim=e.dim)
-        return QuantizedIndex.load(folder / current.read_text().strip(), expect=e.fingerprint("document"))
+        gen = current.read_text().strip()
+        cached = self._opened.get(name)
+        if cached is not None and cached[0] == gen:
+            return cached[1]
+        index = QuantizedIndex.load(folder / gen, expect=e.fingerprint("document"))
+        self._opened[name] = (gen, index)
+        return index
 
     def _save(self, name: str, index: QuantizedIndex) -> None:
         """Save into a new generation folder, then replace CURRENT atomically: a kill leaves the old or the new."""
         folder = self.root / "versions" / name
         gen = f"g{time.time_ns()}"
-        index.save(folder / gen)
+        self._opened.pop(name, None)  # until saved, the changed index is not what CURRENT names
+        index.save(folder / gen)  # the index now maps the new generation's files
         atomic_write_text(folder / "CURRENT", gen)
+        self._opened[name] = (gen, index)
         for old in folder.glob("g*"):
             if old.name != gen:
                 shutil.rmtree(old, ignore_errors=True)
@@ -207,7 +217,6 @@ def backfill(root: str | os.PathLike[str], *, batch_size: int = 256, cache: str 
             texts = [p["text"] for p in payloads]
             target.add(ids, vi.embedder(m["to"]).embed_documents(texts), payloads)
             vi._save(m["to"], target)
-            target = vi.open(m["to"])
             update(len(ids))
             if after_batch is not None:
                 after_batch(len(target), len(source))
