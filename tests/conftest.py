@@ -46,6 +46,28 @@ class Recorder:
         return [t for batch, _ in self.calls for t in batch]
 
 
+class WordOverlap:
+    """A plumbing reranker: scores a document by the query words it contains, and records what it was shown.
+    For adapter and pipeline behaviour only; reranking quality is measured with the cross-encoder."""
+
+    name = "overlap"
+
+    def __init__(self) -> None:
+        self.seen: list[list[str]] = []
+
+    def rank(self, query: str, documents: list[str], top_n: int | None = None) -> list:
+        from embedopt.rerank import RerankResult
+
+        self.seen.append(list(documents))
+        words = set(query.lower().split())
+        scores = [len(words & set(d.lower().split())) for d in documents]
+        order = sorted(range(len(documents)), key=lambda i: -scores[i])[: top_n or len(documents)]
+        return [RerankResult(i, float(scores[i])) for i in order]
+
+    async def arank(self, query: str, documents: list[str], top_n: int | None = None) -> list:
+        return self.rank(query, documents, top_n)
+
+
 @pytest.fixture
 def recorder() -> Recorder:
     return Recorder()

@@ -21,7 +21,7 @@ from langchain_embedopt import (
     EmbedOptSemanticCache,
 )
 
-from .conftest import SAMPLE
+from .conftest import SAMPLE, WordOverlap
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -135,32 +135,16 @@ def test_retriever_documents_keep_ids_and_carry_scores_and_timings():
     assert [d.id for d in adocs] == [d.id for d in docs]
 
 
-class Overlap:
-    """A plumbing reranker for adapter behaviour (quality is measured with the cross-encoder elsewhere)."""
-
-    name = "overlap"
-
-    def rank(self, query, documents, top_n=None):
-        from embedopt.rerank import RerankResult
-
-        words = set(query.lower().split())
-        s = [len(words & set(d.lower().split())) for d in documents]
-        return [RerankResult(i, float(s[i])) for i in sorted(range(len(s)), key=lambda i: -s[i])][: top_n]
-
-    async def arank(self, query, documents, top_n=None):
-        return self.rank(query, documents, top_n)
-
-
 def test_reranker_returns_copies_with_relevance_score_and_keeps_ids():
     docs = [Document(id="a", page_content="bake bread", metadata={"n": 1}),
             Document(id="b", page_content="copy files quickly", metadata={"n": 2}),
             Document(id="c", page_content="copy", metadata={"n": 3})]
-    out = EmbedOptReranker(reranker=Overlap(), top_n=2).compress_documents(docs, "copy files")
+    out = EmbedOptReranker(reranker=WordOverlap(), top_n=2).compress_documents(docs, "copy files")
     assert [d.id for d in out] == ["b", "c"] and [d.metadata["n"] for d in out] == [2, 3]
     assert out[0].metadata["relevance_score"] == 2.0 and "relevance_score" not in docs[1].metadata
-    aout = asyncio.run(EmbedOptReranker(reranker=Overlap(), top_n=2).acompress_documents(docs, "copy files"))
+    aout = asyncio.run(EmbedOptReranker(reranker=WordOverlap(), top_n=2).acompress_documents(docs, "copy files"))
     assert aout == out
-    assert EmbedOptReranker(reranker=Overlap()).compress_documents([], "q") == []
+    assert EmbedOptReranker(reranker=WordOverlap()).compress_documents([], "q") == []
 
 
 @pytest.mark.slow

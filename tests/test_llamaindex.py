@@ -22,7 +22,7 @@ from embedopt.eval import load_beir
 from embedopt.providers import FunctionProvider
 from llamaindex_embedopt import EmbedOptEmbedding, EmbedOptRerank, EmbedOptRetriever
 
-from .conftest import SAMPLE, Recorder
+from .conftest import SAMPLE, Recorder, WordOverlap
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -64,22 +64,6 @@ def events():
     root.event_handlers.remove(handler)
 
 
-class Overlap:
-    """A plumbing reranker for adapter behaviour; quality is measured with the cross-encoder elsewhere."""
-
-    name = "overlap"
-
-    def rank(self, query, documents, top_n=None):
-        from embedopt.rerank import RerankResult
-
-        words = set(query.lower().split())
-        s = [len(words & set(d.lower().split())) for d in documents]
-        return [RerankResult(i, float(s[i])) for i in sorted(range(len(s)), key=lambda i: -s[i])][: top_n]
-
-    async def arank(self, query, documents, top_n=None):
-        return self.rank(query, documents, top_n)
-
-
 def test_vector_store_index_retrieves_and_emits_embedding_events(simple_index, embed_model, events):
     hits = simple_index.as_retriever(similarity_top_k=5).retrieve("change the owner of a file")
     assert hits[0].node.node_id == "chown.1" and hits[0].node.metadata["title"]
@@ -115,7 +99,7 @@ def test_qdrant_local_mode_index_agrees_with_the_simple_store(nodes, embed_model
 def test_rerank_postprocessor_emits_events_and_never_mutates_nodes(simple_index, events):
     hits = simple_index.as_retriever(similarity_top_k=8).retrieve("change the owner of a file")
     before = [(h.node.node_id, h.score, dict(h.node.metadata)) for h in hits]
-    rerank = EmbedOptRerank(reranker=Overlap(), top_n=3)
+    rerank = EmbedOptRerank(reranker=WordOverlap(), top_n=3)
     out = rerank.postprocess_nodes(hits, query_str="change the owner of a file")
     assert len(out) == 3 and all(isinstance(n, NodeWithScore) for n in out)
     assert [(h.node.node_id, h.score, dict(h.node.metadata)) for h in hits] == before

@@ -12,7 +12,7 @@ from embedopt.providers import FunctionProvider
 from embedopt.retrieval import Retriever
 from embedopt.stores import QuantizedIndex
 
-from .conftest import hash_vectors
+from .conftest import WordOverlap, hash_vectors
 
 
 @pytest.fixture
@@ -57,27 +57,6 @@ def test_hits_carry_ids_payloads_text_scores_and_stage_timings(plumbing):
     many = r.retrieve_many(["document number 7", "document number 9"], k=2)
     assert [h.id for h in many[0].hits] == [h.id for h in res.hits[:2]]
     assert r.add_texts([]) == []
-
-
-class WordOverlap:
-    """A plumbing reranker: scores a document by the query words it contains (never a quality proof)."""
-
-    name = "word-overlap"
-
-    def __init__(self) -> None:
-        self.seen: list[list[str]] = []
-
-    def rank(self, query, documents, top_n=None):
-        from embedopt.rerank import RerankResult
-
-        self.seen.append(list(documents))
-        words = set(query.split())
-        scores = [len(words & set(d.split())) for d in documents]
-        order = sorted(range(len(documents)), key=lambda i: -scores[i])[: top_n or len(documents)]
-        return [RerankResult(i, float(scores[i])) for i in order]
-
-    async def arank(self, query, documents, top_n=None):
-        return self.rank(query, documents, top_n)
 
 
 async def test_rerank_stage_sees_rerank_candidates_and_async_matches_sync(plumbing):
