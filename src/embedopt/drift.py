@@ -245,11 +245,9 @@ def monitors(db: str | os.PathLike[str] | None = None) -> list[str]:
 
 def plot_history(history: list[dict[str, Any]], path: str | os.PathLike[str], *, title: str = "") -> Path:
     """One panel per recorded figure over batches, alerts marked in red."""
-    from ._extras import require
+    from .eval.report import pyplot, save_figure
 
-    matplotlib = require("matplotlib", extra="eval", feature="embedopt drift report --plot")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("embedopt drift report --plot")
 
     keys = [k for k in history[0] if k not in ("batch", "ts", "fingerprint", "n", "alerts")
             and any(h.get(k) is not None for h in history)] if history else []
@@ -267,8 +265,4 @@ def plot_history(history: list[dict[str, Any]], path: str | os.PathLike[str], *,
     axes[-1, 0].set_xlabel("batch")
     fig.suptitle(title or "embedding drift")
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path, dpi=100)

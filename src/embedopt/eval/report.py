@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from .._extras import require
 from .runner import GridResult, Row
 
-__all__ = ["plot", "table"]
+__all__ = ["plot", "pyplot", "save_figure", "table"]
 
 _COLUMNS = ("model", "dim", "stored as", "bytes/vec", "NDCG@10", "kept", "R@100", "MRR@10", "MAP@100", "ms/query")
 
@@ -45,11 +46,28 @@ def table(result: GridResult, *, use_rich: bool | None = None) -> str:
     return text
 
 
-def plot(result: GridResult, path: str | os.PathLike[str]) -> Path:
-    """Two panels: NDCG@10 against RAM bytes per vector (log scale) and against milliseconds per query."""
-    matplotlib = require("matplotlib", extra="eval", feature="embedopt eval --plot")
+def pyplot(feature: str) -> Any:
+    """matplotlib's pyplot on the file-only Agg backend, or an error naming ``pip install "embedopt[eval]"``."""
+    matplotlib = require("matplotlib", extra="eval", feature=feature)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], *, dpi: int) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return out
+
+
+def plot(result: GridResult, path: str | os.PathLike[str]) -> Path:
+    """Two panels: NDCG@10 against RAM bytes per vector (log scale) and against milliseconds per query."""
+    plt = pyplot("embedopt eval --plot")
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
     markers = {"float32": "o", "float16": "D", "int8": "s", "binary": "^"}
@@ -79,8 +97,4 @@ def plot(result: GridResult, path: str | os.PathLike[str]) -> Path:
     axes[0].legend(fontsize=8, loc="lower right")
     fig.suptitle(f"{result.dataset}: quality against cost (labels: dims)")
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path, dpi=110)
