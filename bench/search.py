@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -86,28 +87,22 @@ def methods(docs: np.ndarray, fp: Fingerprint, oversample: int, workdir: Path) -
     out["embedopt binary + int8 rescore"] = (ours, (mem["codes"] + mem["ids"]) / n)
 
     ubinary = quantize(docs, "ubinary")
-    _, _, faiss_index = semantic_search_faiss(docs[:1], corpus_embeddings=ubinary, corpus_precision="ubinary",
-                                              top_k=K, rescore=True, rescore_multiplier=oversample, exact=True,
-                                              output_index=True)
+    def st_method(semantic_search: Callable[..., Any], ram: Callable[[Any], float]) -> tuple[Search, float]:
+        """A sentence-transformers search over binary codes (index built once, outside the timing) and its RAM."""
+        options = {"corpus_precision": "ubinary", "top_k": K, "rescore": True, "rescore_multiplier": oversample,
+                   "exact": True}
+        _, _, index = semantic_search(docs[:1], corpus_embeddings=ubinary, output_index=True, **options)
 
-    def st_faiss(q: np.ndarray) -> list[list[int]]:
-        hits, _ = semantic_search_faiss(q, corpus_index=faiss_index, corpus_precision="ubinary", top_k=K,
-                                        rescore=True, rescore_multiplier=oversample, exact=True)
-        return [[h["corpus_id"] for h in row] for row in hits]
+        def search(q: np.ndarray) -> list[list[int]]:
+            hits, _ = semantic_search(q, corpus_index=index, **options)
+            return [[h["corpus_id"] for h in row] for row in hits]
 
-    out["sentence-transformers semantic_search_faiss (ubinary + rescore)"] = (st_faiss, faiss_index.ntotal * dim / 8 / n)
+        return search, ram(index) / n
 
-    _, _, usearch_index = semantic_search_usearch(docs[:1], corpus_embeddings=ubinary, corpus_precision="ubinary",
-                                                  top_k=K, rescore=True, rescore_multiplier=oversample, exact=True,
-                                                  output_index=True)
-
-    def st_usearch(q: np.ndarray) -> list[list[int]]:
-        hits, _ = semantic_search_usearch(q, corpus_index=usearch_index, corpus_precision="ubinary", top_k=K,
-                                          rescore=True, rescore_multiplier=oversample, exact=True)
-        return [[h["corpus_id"] for h in row] for row in hits]
-
-    out["sentence-transformers semantic_search_usearch (ubinary + rescore)"] = (
-        st_usearch, usearch_index.memory_usage / n)
+    out["sentence-transformers semantic_search_faiss (ubinary + rescore)"] = st_method(
+        semantic_search_faiss, lambda index: index.ntotal * dim / 8)
+    out["sentence-transformers semantic_search_usearch (ubinary + rescore)"] = st_method(
+        semantic_search_usearch, lambda index: index.memory_usage)
     return out
 
 
