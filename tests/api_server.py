@@ -1,5 +1,7 @@
 """A real HTTP server on 127.0.0.1 that speaks OpenAI's and Voyage's embedding wire formats, for tests.
 
+It also answers OpenAI's ``/chat/completions`` with a scripted function (``chat``), for code that asks an LLM.
+
 The official ``openai`` and ``voyageai`` clients talk to it over loopback; no client method is patched. It can
 inject faults: 429 with Retry-After, 500, slow answers and malformed bodies, scripted one by one or at random.
 It counts what it served, so a test can check a cost ledger against the server's own books.
@@ -55,6 +57,8 @@ class FakeEmbeddingAPI:
         self.faults: Counter[str] = Counter()
         self.requests = 0
         self.bodies: list[dict[str, Any]] = []
+        self.chat: Callable[[list[dict[str, Any]], str], str] | None = None
+        """(messages, model) -> the assistant's answer, for ``/chat/completions``."""
         self._server: ThreadingHTTPServer | None = None
 
     # ------------------------------------------------------------------------------------------- lifecycle
@@ -130,7 +134,7 @@ class FakeEmbeddingAPI:
         with self.lock:
             self.bodies.append(body)
         path = h.path.rstrip("/")
-        if not path.endswith(("/embeddings", "/rerank")):
+        if not path.endswith(("/embeddings", "/rerank", "/chat/completions")):
             return self._error(h, 404, f"no route {h.path}")
         fault = self._next_fault()
         if fault is not None:
@@ -142,6 +146,8 @@ class FakeEmbeddingAPI:
             return self._error(h, int(fault), "internal error")
         if path.endswith("/rerank"):
             return self._rerank(h, body)
+        if path.endswith("/chat/completions"):
+            return self._chat(h, body)
         if fault == "slow":
             time.sleep(self.slow_seconds)
         if fault == "malformed_json":
@@ -190,6 +196,19 @@ class FakeEmbeddingAPI:
                 self.ok_tokens[model] += total
         answer = {"object": "list", "data": data, "model": model,
                   "usage": {"prompt_tokens": total, "total_tokens": total}}
+        self._send(h, 200, json.dumps(answer).encode())
+
+    def _chat(self, h: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+        messages, model = body.get("messages"), str(body.get("model"))
+        if self.chat is None or not isinstance(messages, list) or not messages:
+            return self._error(h, 400, "messages are required (and the test server needs a chat function)")
+        content = self.chat(messages, model)
+        with self.lock:
+            self.ok_requests[model] += 1
+        answer = {"id": f"chatcmpl-{self.requests}", "object": "chat.completion", "created": int(time.time()),
+                  "model": model, "choices": [{"index": 0, "finish_reason": "stop",
+                                               "message": {"role": "assistant", "content": content}}],
+                  "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
         self._send(h, 200, json.dumps(answer).encode())
 
     def _rerank(self, h: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""``embedopt`` command line: embed, distill, info, cache, models, costs."""
+"""``embedopt`` command line: embed, distill, finetune, eval, indexes and migration, drift, cache, models, costs."""
 
 from __future__ import annotations
 
@@ -88,11 +88,49 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:
-    from .distill import distill
+    from .distill import cache_dir, cached_distill, distill
 
     pca = None if args.pca_dims in ("none", "full") else int(args.pca_dims)
-    folder = distill(args.model, args.output, pca_dims=pca, device=args.device)
-    print(folder)
+    if args.train is None:
+        print(distill(args.model, args.output, pca_dims=pca, device=args.device))
+        return 0
+    from .finetune import STATIC
+
+    source = cached_distill(args.model, pca_dims=pca, device=args.device)
+    out = args.output or cache_dir() / "static" / f"{source.name}-tuned-{Path(args.train).resolve().stem}"
+    return _finetune(args, STATIC, base=f"static:{source}", output=out, compare=f"st:{args.model}")
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from .finetune import TRANSFORMER
+
+    return _finetune(args, TRANSFORMER, base=args.model, output=args.output, compare=None)
+
+
+def _finetune(args: argparse.Namespace, defaults: Any, *, base: str, output: str | os.PathLike[str],
+              compare: str | None) -> int:
+    from .finetune import LLMQueryWriter, finetune, with_overrides
+
+    settings = with_overrides(defaults, epochs=args.epochs, batch_size=args.batch_size,
+                              learning_rate=args.learning_rate, max_seq_length=getattr(args, "max_seq_length", None),
+                              per_doc=args.per_doc, max_pairs=args.max_pairs, test_fraction=args.test_fraction,
+                              seed=args.seed,
+                              matryoshka_dims=tuple(int(d) for d in args.matryoshka_dims.split(","))
+                              if args.matryoshka_dims else None)
+    llm = None
+    if args.llm_model:
+        llm = LLMQueryWriter(args.llm_model, base_url=args.llm_base_url, queries_per_doc=args.per_doc)
+    elif args.llm_base_url:
+        raise ConfigError("--llm-base-url needs --llm-model: the chat model's name on that endpoint")
+    report = finetune(args.documents if args.train is None else args.train, output, base=base, settings=settings,
+                      llm=llm, eval_dims=[int(d) for d in args.dims.split(",")] if args.dims else None,
+                      compare_speed_with=compare, cache=None if args.cache == "none" else args.cache,
+                      device=args.device, show_progress=not args.no_progress,
+                      log=lambda m: print(m, file=sys.stderr))
+    print(report.table())
+    print(f"model: {report.output}\nreport: {Path(report.output) / 'finetune-report.json'}\n"
+          f"It is a new embedding space (its own fingerprint and cache entries). Move an index to it with:\n"
+          f"  embedopt migrate plan ROOT -m {report.output}")
     return 0
 
 
@@ -338,6 +376,24 @@ def _cmd_costs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--llm-model", default=None, help="write training queries with this chat model (any "
+                   "OpenAI-compatible endpoint; key from OPENAI_API_KEY) instead of the heuristic")
+    p.add_argument("--llm-base-url", default=None, help="the endpoint, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--per-doc", type=int, default=None, help="pairs (or LLM queries) per document (default 2)")
+    p.add_argument("--max-pairs", type=int, default=None, help="train on at most this many pairs (default 6000)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--matryoshka-dims", default=None, help="dims the loss trains (default: native and 768, 512, "
+                   "256, 128, 64 below it)")
+    p.add_argument("--test-fraction", type=float, default=None, help="documents held out (default 0.2)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--dims", default=None, help="dims to report (default: native, 256, 128, 64)")
+    p.add_argument("--cache", default="sqlite", help=_CACHE_HELP + " for the evaluation (default: sqlite)")
+    p.add_argument("--no-progress", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embedopt", description="Cheap, fast, safe-to-change embeddings.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -362,7 +418,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None, help="folder to write (default: embedopt's cache)")
     p.add_argument("--pca-dims", default="256", help="output dimension after PCA, or 'none' to keep the source's")
     p.add_argument("--device", default=None)
+    p.add_argument("--train", default=None, metavar="DOCUMENTS",
+                   help="then tune the static model on pairs made from these unlabeled documents (as finetune "
+                        "does) and report its quality and speed against the source transformer")
+    _add_training_options(p)
     p.set_defaults(func=_cmd_distill)
+
+    p = sub.add_parser("finetune", help="fine-tune a sentence-transformers model on unlabeled documents and report "
+                       "NDCG@10 before and after on a held-out split")
+    p.add_argument("documents", help="a BEIR-format folder, a .jsonl file, or a folder of .txt/.md/.rst files")
+    p.add_argument("-o", "--output", required=True, help="the folder to write the fine-tuned model to")
+    p.add_argument("-m", "--model", default="minilm", help="the model to start from: minilm, st:NAME_OR_FOLDER, "
+                   "or a folder")
+    p.add_argument("--max-seq-length", type=int, default=None, help="tokens per text while training (default 128)")
+    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when there is a GPU)")
+    _add_training_options(p)
+    p.set_defaults(func=_cmd_finetune, train=None)
 
     p = sub.add_parser("eval", help="quality vs cost over a grid of models, dims, precisions and oversampling")
     p.add_argument("dataset", help="a BEIR-format folder (corpus.jsonl, queries.jsonl, qrels/test.tsv)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -37,7 +38,7 @@ OnOverflow = Literal["truncate", "error"]
 #: Above this many texts, the async path moves CPU work (hashing, normalizing) off the event loop.
 _OFFLOAD_AT = 2048
 _PROGRESS = {"query": "embed queries", "document": "embed documents"}
-_SHARED_PROVIDERS: dict[tuple[str, str], BaseProvider] = {}  # local models loaded by Embedder.from_spec
+_SHARED_PROVIDERS: dict[tuple[str, int | None, str], BaseProvider] = {}  # local models loaded by Embedder.from_spec
 _SHARED_LOCK = threading.Lock()
 
 
@@ -225,7 +226,9 @@ class Embedder:
         else:
             if api_key is not None or base_url is not None:
                 raise ConfigError(f"api_key and base_url are for openai:/voyage: models, not {model!r}")
-            key = (model, repr(sorted(provider_options.items())))
+            # a folder rewritten in place (a model trained again into it) is another model: key by its mtime too
+            stamp = os.stat(model).st_mtime_ns if os.path.isdir(model) else None
+            key = (model, stamp, repr(sorted(provider_options.items())))
             with _SHARED_LOCK:
                 if key not in _SHARED_PROVIDERS:
                     _SHARED_PROVIDERS[key] = load_provider(model, **provider_options)
