@@ -27,7 +27,7 @@ def rows() -> list[tuple[str, str, str, str]]:
     def add(source: str, fn: Callable[[dict[str, Any]], list[tuple[str, str, str, str]]]) -> None:
         data = load(source)
         if data is None:
-            out.append((f"bench/{source}.py", "not run", "", ""))
+            out.append((f"bench/results/{source}.json", "not run", "", ""))
         else:
             out.extend(fn(data))
 
@@ -88,6 +88,18 @@ def rows() -> list[tuple[str, str, str, str]]:
          f"{d['results']['binary+int8']['ndcg@10_k10']:.4f}", f"{d['results']['float32']['ndcg@10']:.4f}",
          f"{d['results']['binary+int8']['ndcg@10_k10_retention']:.1%} kept"),
     ])
+
+    def tuned(label: str) -> Callable[[dict[str, Any]], list[tuple[str, str, str, str]]]:
+        return lambda d: [(f"NDCG@10 held-out manpages, {label} fine-tuned vs not, {r['dim']} dims (make finetune)",
+                           f"{r['after']:.4f}", f"{r['before']:.4f}", f"{r['change']:+.1%}") for r in d["rows"]]
+
+    add("finetune-minilm-manpages", tuned("MiniLM"))
+    def tuned_static(d: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+        ours, st = d["speed"]["after"], d["speed"]["st:sentence-transformers/all-MiniLM-L6-v2"]
+        return [*tuned("static")(d), ("documents/s, tuned static vs MiniLM (same run, make finetune)",
+                                      f"{ours:.0f}", f"{st:.1f}", f"{ours / st:.0f}x")]
+
+    add("finetune-static-manpages", tuned_static)
     return out
 
 
