@@ -280,6 +280,8 @@ def test_cli_distill_train_and_finetune_with_an_llm(api_server, static_model_dir
     assert "speed st:sentence-transformers/all-MiniLM-L6-v2:" in done.stdout
     assert "embedopt migrate plan ROOT -m " + str(static_out) in done.stdout
     report = json.loads((static_out / REPORT).read_text())
+    assert report["reference"] == "st:sentence-transformers/all-MiniLM-L6-v2"
+    assert [r["dim"] for r in report["rows"]] == [256, 128, 64] and all(0 < r["reference"] <= 1 for r in report["rows"])
     assert report["speed"]["after"] > 10 * report["speed"]["st:sentence-transformers/all-MiniLM-L6-v2"]
 
     out = tmp_path / "llm-tuned"

@@ -124,7 +124,7 @@ def _finetune(args: argparse.Namespace, defaults: Any, *, base: str, output: str
         raise ConfigError("--llm-base-url needs --llm-model: the chat model's name on that endpoint")
     report = finetune(args.documents if args.train is None else args.train, output, base=base, settings=settings,
                       llm=llm, eval_dims=[int(d) for d in args.dims.split(",")] if args.dims else None,
-                      compare_speed_with=compare, cache=None if args.cache == "none" else args.cache,
+                      reference=compare, cache=None if args.cache == "none" else args.cache,
                       device=args.device, show_progress=not args.no_progress,
                       log=lambda m: print(m, file=sys.stderr))
     print(report.table())

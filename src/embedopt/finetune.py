@@ -460,7 +460,10 @@ class FinetuneReport:
     train_seconds: float
     device: str
     rows: list[dict[str, Any]] = field(default_factory=list)
-    """Per dim: ``{"dim", "before", "after", "change"}`` NDCG@10 on the held-out split."""
+    """Per dim: ``{"dim", "before", "after", "change"}`` NDCG@10 on the held-out split, plus ``"reference"``: the
+    reference model's at that dim, when there is one."""
+    reference: str | None = None
+    """A second model scored and timed beside both (the transformer a static model was distilled from)."""
     speed: dict[str, float] = field(default_factory=dict)
     """Documents per second of the held-out split embedded (no cache), per model, measured in the same run."""
 
@@ -471,8 +474,10 @@ class FinetuneReport:
         lines = [f"NDCG@10 on {self.test_queries} held-out queries over {self.test_documents} held-out documents "
                  f"({self.judged_by}); trained on {self.pairs} {self.pair_source} pairs from "
                  f"{self.train_documents} documents in {self.train_seconds:.0f}s on {self.device}",
-                 f"{'dim':>5}  {'before':>7}  {'after':>7}  {'change':>7}"]
-        lines += [f"{r['dim']:>5}  {r['before']:>7.4f}  {r['after']:>7.4f}  {r['change']:>+7.1%}" for r in self.rows]
+                 f"{'dim':>5}  {'before':>7}  {'after':>7}  {'change':>7}" + (f"  {self.reference}" if self.reference
+                                                                           else "")]
+        lines += [f"{r['dim']:>5}  {r['before']:>7.4f}  {r['after']:>7.4f}  {r['change']:>+7.1%}"
+                  + (f"  {r['reference']:>7.4f}" if "reference" in r else "") for r in self.rows]
         lines += [f"speed {k}: {v:,.0f} documents/s" for k, v in self.speed.items()]
         return "\n".join(lines)
 
@@ -519,15 +524,15 @@ def _docs_per_second(model: str, texts: list[str]) -> float:
 
 def finetune(source: str | os.PathLike[str], output_dir: str | os.PathLike[str], *, base: str = "minilm",
              settings: FinetuneSettings | None = None, llm: LLMQueryWriter | None = None,
-             eval_dims: Sequence[int] | None = None, compare_speed_with: str | None = None,
+             eval_dims: Sequence[int] | None = None, reference: str | None = None,
              cache: str | None = "sqlite", device: str | None = None, show_progress: bool = True,
              log: Callable[[str], None] | None = None) -> FinetuneReport:
     """Split ``source`` by document, make pairs from the training side, train ``base`` into ``output_dir``, and
     score both models on the held-out side at ``eval_dims`` (default: the model's dim and 256, 128, 64 below it).
 
     ``base`` is a model spec (``minilm``, ``st:NAME``, a folder, ``static:distill``, ``static:FOLDER``).
-    ``compare_speed_with`` names a second model spec whose embedding speed is measured beside both (the
-    transformer, when training a static model). The report is also written to ``output_dir/finetune-report.json``.
+    ``reference`` names a second model spec scored at the same dims and timed beside both (the transformer,
+    when training a static model). The report is also written to ``output_dir/finetune-report.json``.
     """
     from .embedder import Embedder
 
@@ -551,17 +556,22 @@ def finetune(source: str | os.PathLike[str], output_dir: str | os.PathLike[str],
     out = train(pairs, trainable, output_dir, settings=s, device=device, show_progress=show_progress)
     meta = json.loads((out / META).read_text())
     after = _ndcg_by_dim(str(out), ds, dims, cache)
-    rows = [{"dim": d, "before": before[d], "after": after[d],
-             "change": round(after[d] / before[d] - 1, 4) if before[d] else math.nan} for d in dims]
+    rows: list[dict[str, Any]] = [
+        {"dim": d, "before": before[d], "after": after[d],
+         "change": round(after[d] / before[d] - 1, 4) if before[d] else math.nan} for d in dims]
     speed: dict[str, float] = {}
-    if compare_speed_with is not None:
+    if reference is not None:
+        scored = _ndcg_by_dim(reference, ds, dims, cache)  # a dim above the reference's own is left out
+        for row in rows:
+            if row["dim"] in scored:
+                row["reference"] = scored[row["dim"]]
         texts = ds.doc_texts()
-        for label, spec in (("before", base), ("after", str(out)), (compare_speed_with, compare_speed_with)):
+        for label, spec in (("before", base), ("after", str(out)), (reference, reference)):
             speed[label] = _docs_per_second(spec, texts)
     report = FinetuneReport(base, str(out), kind, meta["pairs"],
                             pair_source, len(train_docs), len(test_docs), len(ds.queries),
                             "synthetic" if ds.name.endswith("-synthetic") else "qrels", meta["seconds"],
-                            meta["device"], rows, speed)
+                            meta["device"], rows, reference, speed)
     report.to_json(out / REPORT)
     return report
 
