@@ -286,7 +286,7 @@ def test_cli_distill_train_and_finetune_with_an_llm(api_server, static_model_dir
 
     out = tmp_path / "llm-tuned"
     cmd = [sys.executable, "-m", "embedopt.cli", "finetune", str(SAMPLE), "-o", str(out), "--llm-model", "tiny-llm",
-           "--llm-base-url", server.url, "--per-doc", "1", "--max-pairs", "32", "--batch-size", "16",
+           "--llm-base-url", server.url, "--max-pairs", "32", "--batch-size", "16",
            "--max-seq-length", "32", "--dims", "384", "--cache", "none", "--no-progress"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "EMBEDOPT_HOME": env_home, "OPENAI_API_KEY": server.api_key})

@@ -119,7 +119,7 @@ def _finetune(args: argparse.Namespace, defaults: Any, *, base: str, output: str
                               if args.matryoshka_dims else None)
     llm = None
     if args.llm_model:
-        llm = LLMQueryWriter(args.llm_model, base_url=args.llm_base_url, queries_per_doc=args.per_doc)
+        llm = LLMQueryWriter(args.llm_model, base_url=args.llm_base_url, queries_per_doc=settings.per_doc)
     elif args.llm_base_url:
         raise ConfigError("--llm-base-url needs --llm-model: the chat model's name on that endpoint")
     report = finetune(args.documents if args.train is None else args.train, output, base=base, settings=settings,
