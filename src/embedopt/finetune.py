@@ -48,8 +48,9 @@ from typing import Any
 from ._extras import require
 from ._files import atomic_folder, atomic_write_text
 from .distill import cache_dir
-from .errors import ConfigError, ProviderError
+from .errors import ConfigError
 from .eval.beir import BeirDataset, load_beir
+from .providers import local_model
 from .providers._local import resolve_model
 
 __all__ = ["Document", "FinetuneReport", "FinetuneSettings", "LLMQueryWriter", "Pair", "finetune",
@@ -99,7 +100,7 @@ class FinetuneSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "max_seq_length", "per_doc", "max_pairs"):
+        for name in ("epochs", "max_seq_length", "per_doc", "max_pairs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size < 2:
@@ -201,7 +202,7 @@ def heuristic_pairs(docs: Sequence[Document], *, per_doc: int = 2, seed: int = 0
             rest = " ".join(sents[:at] + sents[at + 1:])
             if len(query.split()) < 3 or len(rest.split()) < 8:
                 continue
-            pairs.append(Pair(_words(query, 32), f"{doc.title} {rest}".strip(), doc.id))
+            pairs.append(Pair(_words(query, 32), replace(doc, text=rest).full_text, doc.id))
             made += 1
     return pairs
 
@@ -262,27 +263,24 @@ class LLMQueryWriter:
             return list(json.loads(row[0]))
         import openai
 
+        from .providers._api import api_error
+
+        resume = f" on document {doc.id!r}. Pairs made so far are cached: run again to resume"
         try:
             answer = self._client.chat.completions.create(
                 model=self.model, messages=[{"role": "user", "content": prompt}], temperature=0)
             content = answer.choices[0].message.content or ""
         except openai.APIStatusError as exc:
-            raise ProviderError(self._redact(f"the LLM at {self._client.base_url} refused document {doc.id!r} "
-                                             f"(HTTP {exc.status_code}): {exc.message}. Pairs made so far are "
-                                             "cached: fix the endpoint or key and run again to resume"),
-                                provider="llm", model=self.model, status=exc.status_code) from None
+            raise api_error("llm", self.model, status=exc.status_code, message=exc.message + resume,
+                            secret=self._key) from None
         except (openai.APIError, IndexError, AttributeError) as exc:
-            raise ProviderError(self._redact(f"the LLM at {self._client.base_url} failed on document {doc.id!r}: "
-                                             f"{type(exc).__name__}: {exc}. Pairs made so far are cached: run "
-                                             "again to resume"), provider="llm", model=self.model) from None
+            raise api_error("llm", self.model, status=None, message=f"{type(exc).__name__}: {exc}" + resume,
+                            secret=self._key) from None
         queries = [re.sub(r"^\s*(?:[-*•]|\d+[.)])\s*", "", line).strip().strip('"') for line in content.splitlines()]
         queries = [_words(q, 32) for q in queries if len(q.split()) >= 2][: self.queries_per_doc]
         with self._lock, self._db() as db:
             db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?)", (key, json.dumps(queries)))
         return queries
-
-    def _redact(self, text: str) -> str:
-        return text.replace(self._key, "***") if len(self._key) > 4 else text
 
     def pairs(self, docs: Sequence[Document], *, show_progress: bool = True) -> list[Pair]:
         """One pair per query the LLM wrote: (query, the whole document)."""
@@ -319,13 +317,6 @@ def _batches(pairs: Sequence[Pair], batch_size: int, rng: random.Random) -> list
     return batches
 
 
-def _is_static_folder(path: Path) -> bool:
-    try:
-        return json.loads((path / "config.json").read_text()).get("model_type") == "model2vec"
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def _matryoshka_dims(native: int, dims: Sequence[int] | None) -> list[int]:
     from .eval.runner import default_dims
 
@@ -341,7 +332,8 @@ def train(pairs: Sequence[Pair], base: str | os.PathLike[str], output_dir: str |
           show_progress: bool = True) -> Path:
     """Fine-tune ``base`` on ``pairs`` and write the model to ``output_dir``; return the folder.
 
-    ``base`` is a sentence-transformers model (hub id, packaged copy or folder) or a model2vec folder; the output
+    ``base`` is a model spec (``minilm``, ``st:NAME``, a folder, ``static:distill``, ``static:FOLDER``): a
+    sentence-transformers model (hub id, packaged copy or folder) or a model2vec folder; the output
     is the same kind (a static model is trained through ``StaticEmbedding`` and written back as model2vec, so
     :class:`~embedopt.providers.StaticProvider` and model2vec load it). ``device=None`` takes CUDA when present.
     """
@@ -368,13 +360,16 @@ def train(pairs: Sequence[Pair], base: str | os.PathLike[str], output_dir: str |
     rng = random.Random(s.seed)
     torch.manual_seed(s.seed)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    folder = Path(os.fspath(base)).expanduser()
-    static = folder.is_dir() and _is_static_folder(folder)
+    kind, location = local_model(os.fspath(base))
+    static = kind == "static"
+    folder = Path(location).expanduser()
     if static:
+        if not folder.is_dir():
+            raise ConfigError(f"a static model to train must be a folder here, got {os.fspath(base)!r}")
         model = st.SentenceTransformer(modules=[StaticEmbedding.from_model2vec(str(folder))], device=device)
         source = folder.resolve().name
     else:
-        resolved = resolve_model(base)
+        resolved = resolve_model(location)
         model = st.SentenceTransformer(resolved.location, device=device)
         source = resolved.name
         saved_length = model.max_seq_length
@@ -545,15 +540,13 @@ def finetune(source: str | os.PathLike[str], output_dir: str | os.PathLike[str],
     else:
         pairs, pair_source = heuristic_pairs(train_docs, per_doc=s.per_doc, seed=s.seed), "heuristic"
     say(f"{len(train_docs)} training documents -> {len(pairs)} {pair_source} pairs; {len(test_docs)} held out")
-    before_embedder = Embedder.from_spec(base, cache=None, show_progress=False)
-    kind = "static" if before_embedder.provider.info.provider == "model2vec" else "sentence-transformers"
-    trainable = _trainable_location(base, kind)
-    native = before_embedder.native_dim
+    kind = local_model(base)[0]
+    native = Embedder.from_spec(base, cache=None, show_progress=False).native_dim
     dims = sorted({d for d in (eval_dims or [native, 256, 128, 64]) if d <= native}, reverse=True)
     ds = held_out(source, test_docs, seed=s.seed)
     say(f"held-out set: {len(ds.queries)} queries over {len(ds.corpus)} documents")
     before = _ndcg_by_dim(base, ds, dims, cache)
-    out = train(pairs, trainable, output_dir, settings=s, device=device, show_progress=show_progress)
+    out = train(pairs, base, output_dir, settings=s, device=device, show_progress=show_progress)
     meta = json.loads((out / META).read_text())
     after = _ndcg_by_dim(str(out), ds, dims, cache)
     rows: list[dict[str, Any]] = [
@@ -574,22 +567,6 @@ def finetune(source: str | os.PathLike[str], output_dir: str | os.PathLike[str],
                             meta["device"], rows, reference, speed)
     report.to_json(out / REPORT)
     return report
-
-
-def _trainable_location(spec: str, kind: str) -> str:
-    """What :func:`train` loads for a model spec: the folder of a static model, the name or folder otherwise."""
-    if kind == "static":
-        rest = spec[len("static:"):] if spec.startswith("static:") else spec
-        if rest == "distill" or rest.startswith("distill:"):
-            from .distill import cached_distill
-
-            return str(cached_distill(rest[len("distill:"):] or "sentence-transformers/all-MiniLM-L6-v2"))
-        if not Path(rest).is_dir():
-            raise ConfigError(f"a static model to train must be a folder here, got {spec!r}")
-        return rest
-    if spec in ("minilm", "default"):
-        return "sentence-transformers/all-MiniLM-L6-v2"
-    return spec[3:] if spec.startswith("st:") else spec
 
 
 def with_overrides(settings: FinetuneSettings, **changes: Any) -> FinetuneSettings:

@@ -7,7 +7,7 @@ The modules for sentence-transformers and model2vec import their libraries only 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigError
 from .base import BaseProvider, FunctionProvider, ProviderInfo, ProviderKind, estimate_tokens
@@ -60,23 +60,33 @@ def load_provider(spec: str | os.PathLike[str] = "minilm", **options: Any) -> Ba
     from .sentence_transformers import SentenceTransformerProvider
     from .static import StaticProvider
 
-    if text in ("minilm", "default"):
-        return SentenceTransformerProvider(**options)
-    if text.startswith("st:"):
-        return SentenceTransformerProvider(text[3:], **options)
-    if text.startswith("static:"):
-        rest = text[len("static:"):]
+    kind, location = local_model(text)
+    if kind == "static":
+        return StaticProvider(location, **options)
+    return SentenceTransformerProvider(location, **options)
+
+
+def local_model(spec: str) -> tuple[Literal["sentence-transformers", "static"], str]:
+    """What a local model spec names: its kind and what to load (a folder, a hub id or a packaged model's id).
+    ``static:distill[:SOURCE]`` distils (once, cached) and names the cached folder."""
+    from ._local import DEFAULT_MODEL
+
+    if spec in ("minilm", "default"):
+        return "sentence-transformers", DEFAULT_MODEL
+    if spec.startswith("st:"):
+        return "sentence-transformers", spec[3:]
+    if spec.startswith("static:"):
+        rest = spec[len("static:"):]
         if rest == "distill" or rest.startswith("distill:"):
             from ..distill import cached_distill
 
-            source = rest[len("distill:"):] or "sentence-transformers/all-MiniLM-L6-v2"
-            return StaticProvider(cached_distill(source), **options)
-        return StaticProvider(rest, **options)
-    if ":" in text.split("/")[0] and not os.path.exists(text):
-        raise ConfigError(f"unknown provider prefix in {text!r}; use st:, static:, openai:, voyage:, minilm or a folder")
-    if _is_model2vec_folder(text):
-        return StaticProvider(text, **options)
-    return SentenceTransformerProvider(text, **options)
+            return "static", str(cached_distill(rest[len("distill:"):] or DEFAULT_MODEL))
+        return "static", rest
+    if ":" in spec.split("/")[0] and not os.path.exists(spec):
+        raise ConfigError(f"unknown provider prefix in {spec!r}; use st:, static:, openai:, voyage:, minilm or a folder")
+    if _is_model2vec_folder(spec):
+        return "static", spec
+    return "sentence-transformers", spec
 
 
 def _is_model2vec_folder(path: str) -> bool:
