@@ -28,6 +28,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 # The tests start their own redis-server (Debian's package) on free loopback ports; install it when missing.
 services:

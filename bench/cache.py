@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -30,13 +29,14 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
+from _common import ROOT, machine, write_results
+
 from embedopt import Embedder
 from embedopt.cache import MemoryTier, RedisTier, SQLiteTier, TieredCache, cache_key
 from embedopt.eval import load_beir
 from embedopt.providers import SentenceTransformerProvider
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # langchain-community announces its sunset
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def per_vector_us(fn, texts: list[str], repeats: int) -> tuple[float, list[float]]:
@@ -147,11 +147,10 @@ def main() -> None:
         "ratios": ratios,
         "goals": {"memory_vs_langchain_inmemory_x": ">= 3", "any_tier_vs_recompute_x": ">= 1000"},
         "details": results,
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine(),
         "command": "python bench/cache.py",
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(out, indent=2) + "\n")
+    write_results(args.output, out)
     print(json.dumps({"us_per_vector": us, "ratios": ratios}, indent=2))
 
 

@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
+from _common import ROOT, machine, write_results
 
 
 def topk_from_distances(d: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -116,11 +112,10 @@ def main() -> None:
     best_single = min(results, key=lambda r: r["ms_single"])
     best_batch = min(results, key=lambda r: r["ms_per_query_batch100"])
     numpy_single = next(r["ms_single"] for r in results if r["library"] == "numpy")
-    out = {"n": args.n, "dim": args.dim, "k": k, "machine": platform.machine(), "cpus": os.cpu_count(),
+    out = {"n": args.n, "dim": args.dim, "k": k, "machine": machine(),
            "results": results, "fastest_single": best_single, "fastest_batch100": best_batch,
            "speedup_vs_numpy_single": round(numpy_single / best_single["ms_single"], 1)}
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(out, indent=2) + "\n")
+    write_results(args.output, out)
     print(json.dumps({"fastest_single": best_single, "fastest_batch100": best_batch}, indent=2))
 
 

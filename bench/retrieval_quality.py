@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
+from _common import ROOT, machine, write_results
 
 from embedopt import Embedder
 from embedopt.eval import evaluate, load_beir, top_k
@@ -34,7 +33,6 @@ from embedopt.matryoshka import truncate
 from embedopt.quantization import Calibration, float_int8_scores, quantize
 from embedopt.stores import QuantizedIndex
 
-ROOT = Path(__file__).resolve().parent.parent
 K_NDCG, K_RECALL = 10, 100
 
 
@@ -113,9 +111,8 @@ def main() -> None:
     rerank = rerank_study(args, ds, embedder, index)
     out = {"dataset": ds.name, "documents": len(doc_ids), "queries": len(qids), "model": fp.model,
            "oversample": args.oversample, "embed_seconds": round(embed_s, 1), "cpus": os.cpu_count(),
-           "machine": platform.machine(), "results": results, "rerank": rerank}
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(out, indent=2) + "\n")
+           "machine": machine(), "results": results, "rerank": rerank}
+    write_results(args.output, out)
     print(f"{'config':16} {'NDCG@10':>8} {'ret.':>6} {'R@100':>7} {'B/vec RAM':>9}")
     for name, r in results.items():
         print(f"{name:16} {r['ndcg@10']:8.4f} {r['ndcg@10_retention']:6.1%} {r['recall@100']:7.4f} "
@@ -125,8 +122,8 @@ def main() -> None:
 
 def rerank_study(args: argparse.Namespace, ds, embedder: Embedder, index: QuantizedIndex) -> dict:
     from embedopt.rerank import CrossEncoderReranker
-    from embedopt.rerank.train import cached_cross_encoder
     from embedopt.retrieval import Retriever
+    from embedopt.tools.train_reranker import cached_cross_encoder
 
     texts = dict(zip(ds.doc_ids, ds.doc_texts(), strict=True))
     for i in ds.doc_ids:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -31,13 +30,13 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
+from _common import ROOT, machine, write_results
 
 from embedopt import Fingerprint
 from embedopt.eval import evaluate, load_beir, top_k
 from embedopt.quantization import Calibration, quantize
 from embedopt.stores import QuantizedIndex
 
-ROOT = Path(__file__).resolve().parent.parent
 K = 10
 Search = Callable[[np.ndarray], list[list[int]]]
 
@@ -136,7 +135,7 @@ def main() -> None:
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "search.json"))
     args = parser.parse_args()
 
-    out: dict = {"k": K, "oversample": args.oversample, "cpus": os.cpu_count(), "machine": platform.machine()}
+    out: dict = {"k": K, "oversample": args.oversample, "machine": machine()}
     rng = np.random.default_rng(0)
     docs = rng.standard_normal((args.n, args.dim), dtype=np.float32)
     docs /= np.linalg.norm(docs, axis=1, keepdims=True)
@@ -171,8 +170,7 @@ def main() -> None:
                       lambda found: ndcg(found) / float_ndcg)
         out["real"] = {"dataset": ds.name, "n": len(real), "dim": real.shape[1], "float32_ndcg@10": round(float_ndcg, 4),
                        "retention": "NDCG@10 over float32's", "results": res}
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(out, indent=2) + "\n")
+    write_results(args.output, out)
     print(json.dumps({k: v for k, v in out.items() if k in ("random", "real")}, indent=1))
 
 

@@ -29,23 +29,22 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import random
 import re
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 import numpy as np
+from _common import ROOT, machine, write_results
 
 from embedopt import Embedder
-from embedopt.cache import MemoryTier, SemanticCache
+from embedopt.cache import MemoryTier
 from embedopt.eval import load_beir
 from embedopt.providers import SentenceTransformerProvider
+from embedopt.semantic_cache import SemanticCache
 
-ROOT = Path(__file__).resolve().parent.parent
 MAX_FALSE_HIT_UNRELATED = 0.01
 MAX_FALSE_HIT_NEAR_MISS = 0.05
 
@@ -191,11 +190,10 @@ def main() -> None:
         "examples": examples,
         "tuning_table": tune["table"],
         "held_out_table": test["table"],
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "machine": machine(),
         "command": "python bench/semantic_cache.py",
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.output, result)
     print(json.dumps({k: result[k] for k in ("chosen_threshold", "held_out", "memory_lookup_us_warm_vectors")},
                      indent=2))
     for r in test["table"]:

@@ -20,9 +20,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")  # a process that never forks
 
 from embedopt import Calibration, Embedder
-from embedopt.distill import cached_distill
 from embedopt.eval import evaluate, load_beir, top_k
 from embedopt.providers import SentenceTransformerProvider, StaticProvider
+from embedopt.providers.static import cached_distill
 from embedopt.quantization import bytes_per_vector, float_int8_scores, hamming_distances, quantize
 
 DATA = Path(__file__).parent / "data" / "manpages-sample"

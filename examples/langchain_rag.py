@@ -68,7 +68,7 @@ def main() -> None:
     compressor = None
     if TRAIN_SET.is_dir():
         from embedopt.rerank import CrossEncoderReranker
-        from embedopt.rerank.train import TrainSettings, cached_cross_encoder
+        from embedopt.tools.train_reranker import TrainSettings, cached_cross_encoder
 
         folder = cached_cross_encoder(TRAIN_SET, settings=TrainSettings(max_queries=100), show_progress=False)
         compressor = EmbedOptReranker(reranker=CrossEncoderReranker(folder), top_n=3)

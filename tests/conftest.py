@@ -87,7 +87,7 @@ def minilm():
 
 @pytest.fixture(scope="session")
 def static_model_dir() -> Path:
-    from embedopt.distill import cached_distill
+    from embedopt.providers.static import cached_distill
 
     return cached_distill("sentence-transformers/all-MiniLM-L6-v2")
 
@@ -141,6 +141,6 @@ def sample_vectors(minilm):
 def trained_reranker_dir() -> Path:
     """A small cross-encoder trained once from the packaged MiniLM weights on 100 debian-packages queries (no
     trained cross-encoder ships in any package); cached under $EMBEDOPT_HOME/rerankers."""
-    from embedopt.rerank.train import TrainSettings, cached_cross_encoder
+    from embedopt.tools.train_reranker import TrainSettings, cached_cross_encoder
 
     return cached_cross_encoder(DEBIAN, settings=TrainSettings(max_queries=100), show_progress=False)

@@ -72,7 +72,7 @@ def test_cache_warm_stats_clear(static_model_dir, tmp_path, capsys, redis_server
 
     # the vectors the CLI cached are the ones an Embedder with the same cache finds
     from embedopt import Embedder
-    from embedopt.providers import load_provider
+    from embedopt.specs import load_provider
 
     e = Embedder(load_provider(model), cache=f"sqlite:{tmp_path / 'v.sqlite3'}")
     e.embed_documents(["copy files"])

@@ -50,8 +50,8 @@ def test_same_distribution_raises_no_false_alarm_over_50_batches(manpage_vectors
 
 
 def test_a_silent_switch_to_another_384d_model_fires_in_the_first_batch(manpage_vectors, raw_minilm):
-    from embedopt.distill import cached_distill
     from embedopt.providers import StaticProvider
+    from embedopt.providers.static import cached_distill
 
     other = Embedder(StaticProvider(cached_distill(pca_dims=None)), normalize=False, show_progress=False)
     _, texts = raw_minilm

@@ -15,7 +15,7 @@ import pytest
 from embedopt import Embedder
 from embedopt.errors import ConfigError, ProviderError
 from embedopt.eval import load_beir
-from embedopt.finetune import (
+from embedopt.tools.finetune import (
     REPORT,
     Document,
     FinetuneSettings,
@@ -28,7 +28,7 @@ from embedopt.finetune import (
     split_documents,
     train,
 )
-from embedopt.finetune import _batches as batches
+from embedopt.tools.finetune import _batches as batches
 
 from .conftest import SAMPLE
 
@@ -199,7 +199,7 @@ def test_finetune_trains_minilm_and_reports_before_and_after(tuned_minilm, minil
     sample = held_out(SAMPLE, split_documents(load_documents(SAMPLE))[1])
     assert report.test_queries == len(sample.queries)
     # the before column is MiniLM's own score on that held-out set
-    from embedopt.finetune import _ndcg_by_dim
+    from embedopt.tools.finetune import _ndcg_by_dim
 
     assert _ndcg_by_dim("minilm", sample, [384], None)[384] == report.rows[0]["before"]
     tuned = Embedder.from_spec(str(out), cache=None, show_progress=False)
@@ -212,8 +212,8 @@ def test_finetune_trains_minilm_and_reports_before_and_after(tuned_minilm, minil
 def test_a_tuned_model_is_a_new_space_with_its_own_cache_entries_and_migrates(tuned_minilm, minilm,
                                                                               tmp_path: Path) -> None:
     from embedopt import versioning
-    from embedopt.cache import open_cache
     from embedopt.retrieval import Retriever
+    from embedopt.specs import open_cache
     from embedopt.versioning import VersionedIndex
 
     out = tuned_minilm.output
@@ -244,7 +244,7 @@ def test_a_tuned_model_is_a_new_space_with_its_own_cache_entries_and_migrates(tu
 @pytest.fixture(scope="session")
 def tuned_static(static_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("tuned") / "static-tuned"
-    from embedopt.finetune import STATIC
+    from embedopt.tools.finetune import STATIC
 
     return finetune(SAMPLE, out, base=f"static:{static_model_dir}", settings=STATIC, cache="memory",
                     show_progress=False)

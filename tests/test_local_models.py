@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from embedopt import Embedder, ModelLoadError
-from embedopt.providers import StaticProvider, load_provider
+from embedopt.providers import StaticProvider
 from embedopt.providers._local import resolve_model
+from embedopt.specs import load_provider
 
 pytestmark = pytest.mark.slow
 

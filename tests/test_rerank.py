@@ -39,7 +39,7 @@ def test_cross_encoder_scores_pairs_as_the_model_does_whatever_the_batching(cros
     one_by_one = np.array([float(direct.predict([("copy files", d)])[0]) for d in DOCS])
     np.testing.assert_allclose(cross_encoder.scores("copy files", DOCS), one_by_one, rtol=1e-4, atol=1e-5)
     assert [r.index for r in ranked] == list(np.argsort(-one_by_one)[:3])
-    from embedopt.rerank.train import TrainSettings
+    from embedopt.tools.train_reranker import TrainSettings
 
     assert cross_encoder.max_length == TrainSettings().max_length  # as trained; longer pairs are truncated
 

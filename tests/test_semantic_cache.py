@@ -8,8 +8,8 @@ import time
 import pytest
 
 from embedopt import ConfigError, Embedder, InputError
-from embedopt.cache import MemoryTier, SemanticCache
-from embedopt.cache.semantic import DEFAULT_THRESHOLD, RedisSemanticBackend
+from embedopt.cache import MemoryTier
+from embedopt.semantic_cache import DEFAULT_THRESHOLD, RedisSemanticBackend, SemanticCache
 
 from .redis_server import RedisServer
 

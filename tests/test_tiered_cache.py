@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from embedopt import ConfigError
-from embedopt.cache import CacheTier, MemoryTier, RedisTier, SQLiteTier, TieredCache, open_cache
+from embedopt.cache import CacheTier, MemoryTier, RedisTier, SQLiteTier, TieredCache
+from embedopt.specs import open_cache
 
 from .redis_server import RedisServer
 from .test_sqlite_cache import vec_for

@@ -6,6 +6,7 @@
 """
 
 from .cache import CacheTier, MemoryTier
+from .codec import Codec
 from .costs import Budget, CostLedger
 from .embedder import Embedder, EmbedStats
 from .errors import (
@@ -13,6 +14,7 @@ from .errors import (
     CacheError,
     CalibrationError,
     ConfigError,
+    CorruptEntry,
     DimensionError,
     EmbedOptError,
     InputError,
@@ -24,6 +26,8 @@ from .fingerprint import Fingerprint, InputType
 from .quantization import Calibration, Precision
 from .retry import RetryPolicy
 from .router import Route, Router
+from .semantic_cache import SemanticCache, SemanticHit
+from .specs import load_provider, open_cache
 
 __version__ = "0.1.0"
 
@@ -34,7 +38,9 @@ __all__ = [
     "CacheTier",
     "Calibration",
     "CalibrationError",
+    "Codec",
     "ConfigError",
+    "CorruptEntry",
     "CostLedger",
     "DimensionError",
     "EmbedOptError",
@@ -51,5 +57,9 @@ __all__ = [
     "RetryPolicy",
     "Route",
     "Router",
+    "SemanticCache",
+    "SemanticHit",
     "__version__",
+    "load_provider",
+    "open_cache",
 ]

@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 __all__ = ["CircuitBreaker"]
 
 logger = logging.getLogger("embedopt")
+T = TypeVar("T")
 
 
 class CircuitBreaker:
@@ -73,6 +76,37 @@ class CircuitBreaker:
             self.open_until = time.monotonic() + self.cooldown
         logger.warning("embedopt: %s failed (%s: %s); skipping it and trying again after %g s (up to %g s); %s",
                        self.name, type(exc).__name__, exc, self.base, self.max, self.consequence)
+
+    def guard(self, call: Callable[[], T], *,
+              on_error: Callable[[Exception], None] | None = None) -> tuple[bool, T | None]:
+        """Run ``call`` unless the breaker is open: ``(True, result)``, or ``(False, None)`` when it was skipped or
+        raised. A failure is recorded (and handed to ``on_error``), never re-raised: the caller goes on without it."""
+        if not self.allow():
+            return False, None
+        try:
+            result = call()
+        except Exception as exc:
+            self.failure(exc)
+            if on_error is not None:
+                on_error(exc)
+            return False, None
+        self.success()
+        return True, result
+
+    async def aguard(self, call: Callable[[], Awaitable[T]], *,
+                     on_error: Callable[[Exception], None] | None = None) -> tuple[bool, T | None]:
+        """The async twin of :meth:`guard`."""
+        if not self.allow():
+            return False, None
+        try:
+            result = await call()
+        except Exception as exc:
+            self.failure(exc)
+            if on_error is not None:
+                on_error(exc)
+            return False, None
+        self.success()
+        return True, result
 
     @property
     def state(self) -> str:

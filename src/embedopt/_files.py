@@ -1,4 +1,5 @@
-"""Writes that a crash cannot leave half done: a file or a folder appears whole, or not at all."""
+"""Where embedopt keeps what it builds, and writes that a crash cannot leave half done: a file or a folder
+appears whole, or not at all."""
 
 from __future__ import annotations
 
@@ -8,6 +9,13 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+__all__ = ["atomic_folder", "atomic_write_text", "cache_dir"]
+
+
+def cache_dir() -> Path:
+    """Where embedopt keeps what it builds: ``$EMBEDOPT_HOME``, else ``~/.cache/embedopt``."""
+    return Path(os.environ.get("EMBEDOPT_HOME") or Path.home() / ".cache" / "embedopt")
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ._extras import available
+from .errors import ConfigError
 
 __all__ = ["Batch", "dedupe", "plan_batches", "progress_bar"]
 
@@ -52,7 +53,7 @@ def plan_batches(
     it according to its policy); no text is ever dropped.
     """
     if max_batch < 1:
-        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
     counts = list(token_counts) if token_counts is not None else [len(t) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: (-len(texts[i]), i))
     batches: list[Batch] = []

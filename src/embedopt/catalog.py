@@ -2,7 +2,8 @@
 
 Prices are list prices in USD per million input tokens as the vendors published them in 2025; check the vendor
 before budgeting. Self-hosted models cost machine time instead (see :func:`embedopt.costs.estimate`).
-Providers read their defaults (dimension, token limit, batch limits, price) from here, so a limit lives once.
+Providers read their defaults (dimension, token limit, batch limits, price, prompts) from here, so a limit or a
+prompt lives once.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Literal
 
 from .errors import ConfigError
 
-__all__ = ["CATALOG", "USE_CASES", "ModelCard", "card", "recommend"]
+__all__ = ["API_LIMITS", "CATALOG", "FAMILY_PROMPTS", "USE_CASES", "ApiLimits", "ModelCard", "card", "default_prompts",
+           "recommend"]
 
 UseCase = Literal["general", "multilingual", "code", "low-latency"]
 USE_CASES: tuple[UseCase, ...] = ("general", "multilingual", "code", "low-latency")
@@ -84,6 +86,47 @@ CATALOG: tuple[ModelCard, ...] = (
 )
 
 _BY_NAME = {c.name: c for c in CATALOG}
+
+
+@dataclass(frozen=True)
+class ApiLimits:
+    """What one request to an API may carry, for models the catalog has no card of."""
+
+    max_batch: int
+    """Most inputs in one request."""
+    max_batch_tokens: int | None
+    """Most tokens in one request."""
+
+
+#: Per API family. OpenAI's /v1/embeddings takes 2,048 inputs and 300k tokens a request (every model);
+#: Voyage's cards carry each model's own limits, and an unknown Voyage model gets the smallest published ones.
+API_LIMITS: dict[str, ApiLimits] = {
+    "openai": ApiLimits(max_batch=2048, max_batch_tokens=300_000),
+    "voyage": ApiLimits(max_batch=128, max_batch_tokens=120_000),
+}
+
+#: Prompts a model family expects, by lower-cased name prefix, for models without a card of their own (a
+#: model's own sentence-transformers config wins over these; explicit prompts win over both).
+FAMILY_PROMPTS: dict[str, dict[str, str]] = {
+    "intfloat/e5-": {"query": "query: ", "document": "passage: "},
+    "intfloat/multilingual-e5-": {"query": "query: ", "document": "passage: "},
+    "nomic-ai/nomic-embed-text-": {"query": "search_query: ", "document": "search_document: "},
+    "baai/bge-small-en-v1.5": {"query": "Represent this sentence for searching relevant passages: "},
+    "baai/bge-base-en-v1.5": {"query": "Represent this sentence for searching relevant passages: "},
+    "baai/bge-large-en-v1.5": {"query": "Represent this sentence for searching relevant passages: "},
+}
+
+
+def default_prompts(name: str) -> dict[str, str]:
+    """The prompts ``name`` expects: its card's, else its family's, else none."""
+    entry = _BY_NAME.get(name)
+    if entry is not None and entry.prompts:
+        return dict(entry.prompts)
+    lowered = name.lower()
+    for prefix, prompts in FAMILY_PROMPTS.items():
+        if lowered.startswith(prefix):
+            return dict(prompts)
+    return {}
 
 
 def card(name: str) -> ModelCard | None:

@@ -16,11 +16,18 @@ from .errors import ConfigError, EmbedOptError
 from .quantization import PRECISIONS
 
 _MODEL_HELP = ("model spec: minilm (default), st:NAME_OR_FOLDER, static:FOLDER, static:distill[:SOURCE], "
-               "or a folder")
+               "openai:MODEL, voyage:MODEL, or a folder (`embedopt specs` lists them all)")
 
 
 _CACHE_HELP = ("cache tiers, fastest first: memory[:SIZE], sqlite[:PATH], redis://HOST:PORT/DB, rediss://...; "
                "comma-separated")
+
+
+def _embedder(model: str, **options: Any) -> Any:
+    """How every command builds an Embedder: from a model spec, through the registry of specs."""
+    from .embedder import Embedder
+
+    return Embedder.from_spec(model, **options)
 
 
 def _read_texts(source: str, field: str) -> tuple[list[str], list[Any]]:
@@ -60,19 +67,13 @@ def _read_texts(source: str, field: str) -> tuple[list[str], list[Any]]:
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from .embedder import Embedder
-    from .providers import load_provider
-    from .quantization import Calibration
-
     out = Path(args.output)
     if out.suffix not in (".npy", ".jsonl"):
         raise ConfigError(f"--output must end in .npy or .jsonl, got {args.output!r}")
     texts, ids = _read_texts(args.input, args.field)
-    calibration = Calibration.load(args.calibration) if args.calibration else None
-    embedder = Embedder(load_provider(args.model), dim=args.dim, precision=args.precision,
-                        normalize=not args.no_normalize, calibration=calibration,
-                        show_progress=False if args.no_progress else None,
-                        cache=args.cache or None)
+    embedder = _embedder(args.model, dim=args.dim, precision=args.precision, normalize=not args.no_normalize,
+                         calibration_path=args.calibration, show_progress=False if args.no_progress else None,
+                         cache=args.cache or None)
     vectors = embedder.embed(texts, args.input_type)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
@@ -88,13 +89,14 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:
-    from .distill import cache_dir, cached_distill, distill
+    from ._files import cache_dir
+    from .providers._distill import cached_distill, distill
 
     pca = None if args.pca_dims in ("none", "full") else int(args.pca_dims)
     if args.train is None:
         print(distill(args.model, args.output, pca_dims=pca, device=args.device))
         return 0
-    from .finetune import STATIC
+    from .tools.finetune import STATIC
 
     source = cached_distill(args.model, pca_dims=pca, device=args.device)
     out = args.output or cache_dir() / "static" / f"{source.name}-tuned-{Path(args.train).resolve().stem}"
@@ -102,14 +104,14 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    from .finetune import TRANSFORMER
+    from .tools.finetune import TRANSFORMER
 
     return _finetune(args, TRANSFORMER, base=args.model, output=args.output, compare=None)
 
 
 def _finetune(args: argparse.Namespace, defaults: Any, *, base: str, output: str | os.PathLike[str],
               compare: str | None) -> int:
-    from .finetune import LLMQueryWriter, finetune, with_overrides
+    from .tools.finetune import LLMQueryWriter, finetune, with_overrides
 
     settings = with_overrides(defaults, epochs=args.epochs, batch_size=args.batch_size,
                               learning_rate=args.learning_rate, max_seq_length=getattr(args, "max_seq_length", None),
@@ -135,8 +137,8 @@ def _finetune(args: argparse.Namespace, defaults: Any, *, base: str, output: str
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .eval.report import plot, table
-    from .eval.runner import run_grid
+    from .tools.evaluate import run_grid
+    from .tools.report import plot, table
 
     def floats(text: str) -> list[float | None]:
         return [None if v in ("none", "0", "") else float(v) for v in text.split(",")]
@@ -156,7 +158,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_drift_report(args: argparse.Namespace) -> int:
-    from .drift import DriftMonitor, monitors, plot_history
+    from .drift import DriftMonitor, monitors
+    from .tools.report import plot_history
 
     names = [args.monitor] if args.monitor else monitors(args.db)
     if not names:
@@ -222,7 +225,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_reranker(args: argparse.Namespace) -> int:
-    from .rerank.train import TrainSettings, cached_cross_encoder
+    from .tools.train_reranker import TrainSettings, cached_cross_encoder
 
     settings = TrainSettings(max_queries=args.queries, negatives=args.negatives, epochs=args.epochs,
                              max_length=args.max_length)
@@ -231,11 +234,9 @@ def _cmd_train_reranker(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .embedder import Embedder
-    from .providers import load_provider
     from .quantization import bytes_per_vector
 
-    embedder = Embedder(load_provider(args.model), normalize=not args.no_normalize)
+    embedder = _embedder(args.model, normalize=not args.no_normalize)
     info = embedder.provider.info
     report = {
         "provider": info.provider,
@@ -259,7 +260,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _open_cache(spec: str) -> Any:
-    from .cache import open_cache
+    from .specs import open_cache
 
     return open_cache(spec)
 
@@ -268,11 +269,7 @@ def _cmd_cache_stats(args: argparse.Namespace) -> int:
     cache = _open_cache(args.cache)
     report: dict[str, Any] = {}
     for name, tier in zip(cache.names, cache.tiers, strict=True):
-        entry: dict[str, Any] = {"tier": repr(tier)}
-        entry.update(tier.usage())
-        if hasattr(tier, "usage_by_fingerprint"):
-            entry["fingerprints"] = tier.usage_by_fingerprint()
-        report[name] = entry
+        report[name] = {"tier": repr(tier), **tier.usage(), "fingerprints": tier.usage_by_fingerprint()}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -286,23 +283,41 @@ def _cmd_cache_stats(args: argparse.Namespace) -> int:
 def _cmd_cache_clear(args: argparse.Namespace) -> int:
     cache = _open_cache(args.cache)
     for name, tier in zip(cache.names, cache.tiers, strict=True):
-        removed = tier.clear(args.fingerprint) if name != "memory" else tier.clear()
+        removed = tier.clear(args.fingerprint)
         what = f" of {args.fingerprint}*" if args.fingerprint else ""
         print(f"{name}: removed {removed} entries{what}")
     return 0
 
 
 def _cmd_cache_warm(args: argparse.Namespace) -> int:
-    from .embedder import Embedder
-    from .providers import load_provider
-
     texts, _ = _read_texts(args.input, args.field)
-    embedder = Embedder(load_provider(args.model), cache=_open_cache(args.cache),
-                        show_progress=False if args.no_progress else None)
+    embedder = _embedder(args.model, cache=_open_cache(args.cache), show_progress=False if args.no_progress else None)
     embedder.embed_full(texts, args.input_type)
     s = embedder.stats
     print(f"warmed {s.unique} unique texts as {args.input_type}s: {s.computed} computed, {s.cache_hits} already "
           f"cached; fingerprint={embedder.fingerprint(args.input_type).id}", file=sys.stderr)
+    return 0
+
+
+def _cmd_specs(args: argparse.Namespace) -> int:
+    from .specs import cache_entries, option_names, provider_entries
+
+    providers: list[dict[str, Any]] = [
+        {"prefix": e.prefix + ":", "aliases": list(e.aliases), "example": e.example, "summary": e.summary,
+         "key_env": e.key_env, "options": option_names(e)} for e in provider_entries().values()]
+    tiers: list[dict[str, Any]] = [{"schemes": list(e.schemes), "example": e.example, "summary": e.summary}
+                                   for e in dict.fromkeys(cache_entries().values())]
+    if args.json:
+        print(json.dumps({"models": providers, "caches": tiers}, indent=2))
+        return 0
+    print("model specs:")
+    for p in providers:
+        names = ", ".join([p["prefix"], *p["aliases"]])
+        key = f"  (key: ${p['key_env']})" if p["key_env"] else ""
+        print(f"  {names:24} {p['summary']}{key}\n  {'':24} e.g. {p['example']}; options: {', '.join(p['options'])}")
+    print("cache specs (comma-separated, fastest first; 'default' = memory,sqlite):")
+    for t in tiers:
+        print(f"  {', '.join(t['schemes']):24} {t['summary']}\n  {'':24} e.g. {t['example']}")
     return 0
 
 
@@ -518,6 +533,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default=default_cache, help=_CACHE_HELP + " (default: $EMBEDOPT_CACHE or sqlite)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_cache_warm)
+
+    p = sub.add_parser("specs", help="the model and cache specs this installation understands, with their options")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_specs)
 
     p = sub.add_parser("models", help="the model catalog, or recommendations for a use case")
     p.add_argument("--use-case", choices=("general", "multilingual", "code", "low-latency"), default=None)

@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from ._files import cache_dir
+from ._sqlite import connect
 from .errors import ConfigError, DimensionError, InputError
 
 __all__ = ["DriftAlert", "DriftMonitor"]
@@ -56,8 +57,6 @@ class DriftAlert:
 
 
 def _default_db() -> Path:
-    from .distill import cache_dir
-
     return cache_dir() / "drift.sqlite3"
 
 
@@ -92,12 +91,9 @@ class DriftMonitor:
         self.low_score = low_score
         self.on_alert = on_alert
         path = ":memory:" if db == ":memory:" else str(Path(db) if db is not None else _default_db())
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.db = path
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(path, check_same_thread=False, timeout=10)
-        self._conn.executescript(_SCHEMA)
+        self._conn = connect(path, timeout=10, schema=_SCHEMA)
         self._pending: list[tuple[np.ndarray, dict[str, float]]] = []  # reference batches so far
         self._centroid: np.ndarray | None = None
         self._stats: dict[str, tuple[float, float]] = {}
@@ -235,34 +231,8 @@ def _shift(centroid: np.ndarray, reference: np.ndarray) -> float:
 
 def monitors(db: str | os.PathLike[str] | None = None) -> list[str]:
     """The monitor names recorded in ``db``."""
-    conn = sqlite3.connect(str(Path(db) if db is not None else _default_db()))
+    conn = connect(Path(db) if db is not None else _default_db(), timeout=10, schema=_SCHEMA)
     try:
-        conn.executescript(_SCHEMA)
         return [r[0] for r in conn.execute("SELECT DISTINCT monitor FROM drift_batches ORDER BY monitor")]
     finally:
         conn.close()
-
-
-def plot_history(history: list[dict[str, Any]], path: str | os.PathLike[str], *, title: str = "") -> Path:
-    """One panel per recorded figure over batches, alerts marked in red."""
-    from .eval.report import pyplot, save_figure
-
-    plt = pyplot("embedopt drift report --plot")
-
-    keys = [k for k in history[0] if k not in ("batch", "ts", "fingerprint", "n", "alerts")
-            and any(h.get(k) is not None for h in history)] if history else []
-    fig, axes = plt.subplots(len(keys) or 1, 1, figsize=(10, 2.2 * max(1, len(keys))), sharex=True, squeeze=False)
-    for ax, key in zip(axes[:, 0], keys, strict=False):
-        xs = [h["batch"] for h in history if h.get(key) is not None]
-        ys = [h[key] for h in history if h.get(key) is not None]
-        ax.plot(xs, ys, marker=".", linewidth=1)
-        bad = [(h["batch"], h[key]) for h in history if any(a["metric"] == key for a in h["alerts"])]
-        if bad:
-            ax.scatter(*zip(*bad, strict=True), color="red", zorder=3, label="alert")
-            ax.legend(fontsize=8)
-        ax.set_ylabel(key, fontsize=8)
-        ax.grid(alpha=0.3)
-    axes[-1, 0].set_xlabel("batch")
-    fig.suptitle(title or "embedding drift")
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=100)

@@ -21,14 +21,14 @@ from .batching import Batch, dedupe, plan_batches, progress_bar, run_async
 from .cache.base import CacheTier, cache_key
 from .cache.memory import MemoryTier
 from .cache.tiered import TieredCache
+from .codec import Codec
 from .costs import CostLedger
-from .errors import CalibrationError, ConfigError, EmbedOptError, InputError, ProviderError
+from .errors import ConfigError, EmbedOptError, InputError, ProviderError
 from .fingerprint import INPUT_TYPES, Fingerprint, InputType
-from .matryoshka import check_dim, l2_normalize, truncate
-from .providers.base import BaseProvider, estimate_tokens
-from .quantization import Calibration, Precision, bytes_per_vector, check_precision, quantize
+from .matryoshka import l2_normalize
+from .providers.base import Embedded, Provider, aembed, count_tokens, estimate_tokens
+from .quantization import Calibration, Precision
 from .retry import RetryPolicy
-from .router import Router
 
 __all__ = ["EmbedStats", "Embedder"]
 
@@ -38,8 +38,6 @@ OnOverflow = Literal["truncate", "error"]
 #: Above this many texts, the async path moves CPU work (hashing, normalizing) off the event loop.
 _OFFLOAD_AT = 2048
 _PROGRESS = {"query": "embed queries", "document": "embed documents"}
-_SHARED_PROVIDERS: dict[tuple[str, int | None, str], BaseProvider] = {}  # local models loaded by Embedder.from_spec
-_SHARED_LOCK = threading.Lock()
 
 
 @dataclass
@@ -72,8 +70,9 @@ class _Job:
     todo: list[int] = field(default_factory=list)
     flights: dict[int, Future[np.ndarray | None]] = field(default_factory=dict)
     """Texts this call is computing for any concurrent call that asks for them too."""
-    tokens_counted: bool = False
-    """Whether batch sizes are real token counts (else character counts, used for length sorting only)."""
+    counts: dict[int, int] = field(default_factory=dict)
+    """Token counts of the texts to compute, by position in ``unique``, when they were counted (token budgets,
+    limits): passed on to the provider and the ledger, so nothing counts twice."""
 
 
 def _validate_texts(texts: Any) -> list[str]:
@@ -99,8 +98,9 @@ class Embedder:
     """Embed texts through a provider, with caching, batching, Matryoshka truncation and quantization.
 
     Args:
-        provider: where vectors come from (:class:`~embedopt.providers.SentenceTransformerProvider`,
-            :class:`~embedopt.providers.StaticProvider`, ...).
+        provider: where vectors come from: any :class:`~embedopt.providers.Provider`
+            (:class:`~embedopt.providers.SentenceTransformerProvider`, :class:`~embedopt.providers.StaticProvider`,
+            :class:`~embedopt.Router`, ...).
         cache: a cache tier or :class:`~embedopt.cache.TieredCache` of full-precision vectors, or a spec for
             :func:`~embedopt.cache.open_cache` (``"memory,sqlite"``, ``"memory,redis://host:6379/0,sqlite"``);
             ``None`` for no cache. A lone Redis or SQLite tier is wrapped in a TieredCache, so an outage is
@@ -114,14 +114,15 @@ class Embedder:
             with an :class:`~embedopt.errors.InputError` naming them (``error``).
         cache_ttl: seconds an entry written by this Embedder lives (``None``: the tier's default).
         retry: how transient provider errors (429, 5xx, timeouts) are retried; default :class:`RetryPolicy()`.
-            A :class:`~embedopt.router.Router` retries per route itself, so it is not retried again here.
-        ledger: where tokens, requests, dollars and cache savings are recorded (a Router's own ledger by
-            default, else a new one); read it as ``embedder.ledger``.
+            A provider that retries itself (``info.retries``: a :class:`~embedopt.Router`, per route) is not
+            retried again here.
+        ledger: where tokens, requests, dollars and cache savings are recorded: by default the provider's own
+            when it keeps one (``info.records_costs``: a Router), else a new one; read it as ``embedder.ledger``.
     """
 
     def __init__(
         self,
-        provider: BaseProvider,
+        provider: Provider,
         *,
         cache: CacheTier | str | None = None,
         dim: int | None = None,
@@ -134,20 +135,19 @@ class Embedder:
         retry: RetryPolicy | None = None,
         ledger: CostLedger | None = None,
     ) -> None:
-        if not isinstance(provider, BaseProvider):
+        if not isinstance(provider, Provider):
             raise ConfigError(
-                f"provider must be an embedopt provider, got {type(provider).__name__}; wrap a plain function "
-                "with embedopt.providers.FunctionProvider"
+                f"provider must be an embedopt provider (info and embed()), got {type(provider).__name__}; wrap a "
+                "plain function with embedopt.providers.FunctionProvider"
             )
-        check_precision(precision)
         if on_overflow not in ("truncate", "error"):
             raise ConfigError(f"on_overflow must be 'truncate' or 'error', got {on_overflow!r}")
-        native = provider.info.dim
-        if dim is not None:
-            check_dim(dim, native)
+        info = provider.info
+        self.codec = Codec.for_model(info.dim, dim=dim, normalize=normalize, precision=precision,
+                                     calibration=calibration)
         self.provider = provider
         if isinstance(cache, str):
-            from .cache.spec import open_cache
+            from .specs import open_cache
 
             cache = open_cache(cache)
         elif isinstance(cache, CacheTier) and not isinstance(cache, (TieredCache, MemoryTier)):
@@ -155,37 +155,42 @@ class Embedder:
         elif cache is not None and not isinstance(cache, CacheTier):
             raise ConfigError(f"cache must be a cache tier, a spec such as 'memory,sqlite', or None; got {type(cache).__name__}")
         self.cache: CacheTier | None = cache
-        self.dim = native if dim is None else int(dim)
-        self.precision: Precision = precision
-        self.normalize = normalize
         self.show_progress = show_progress
         self.on_overflow: OnOverflow = on_overflow
         self.cache_ttl = cache_ttl
         self.stats = EmbedStats()
-        self._routed = isinstance(provider, Router)
-        self.retry = RetryPolicy.none() if self._routed else (retry or RetryPolicy())
-        if ledger is None:
-            ledger = provider.ledger if isinstance(provider, Router) else CostLedger()
-        self.ledger: CostLedger = ledger
+        self.retry = RetryPolicy.none() if info.retries else (retry or RetryPolicy())
+        own_ledger = getattr(provider, "ledger", None) if info.records_costs else None
+        self.ledger: CostLedger = ledger or own_ledger or CostLedger()
         self._lock = threading.Lock()
         self._inflight: dict[str, Future[np.ndarray | None]] = {}
-        self.calibration = calibration
-        if precision in ("int8", "uint8"):
-            if calibration is None:
-                raise CalibrationError(
-                    f"precision={precision!r} needs calibration=...: fit it once with "
-                    f"Embedder(provider, dim={self.dim}).calibrate(sample_of_documents) and save it with the index"
-                )
-            self._check_calibration(calibration)
+        self.codec.check_calibration(self.fingerprint("document").id)
 
     # ----------------------------------------------------------------------------------------------- describe
+    @property
+    def dim(self) -> int:
+        """The Matryoshka dimension of the output."""
+        return self.codec.dim
+
+    @property
+    def precision(self) -> Precision:
+        return self.codec.precision
+
+    @property
+    def normalize(self) -> bool:
+        return self.codec.normalize
+
+    @property
+    def calibration(self) -> Calibration | None:
+        return self.codec.calibration
+
     @property
     def native_dim(self) -> int:
         return self.provider.info.dim
 
     @property
     def bytes_per_vector(self) -> int:
-        return bytes_per_vector(self.dim, self.precision)
+        return self.codec.bytes_per_vector
 
     def fingerprint(self, input_type: InputType = "document") -> Fingerprint:
         """The fingerprint of the full vectors this Embedder caches for ``input_type``."""
@@ -193,46 +198,22 @@ class Embedder:
             raise ConfigError(f"input_type must be one of {INPUT_TYPES}, got {input_type!r}")
         return self.provider.info.fingerprint(input_type, normalize=self.normalize)
 
-    def _check_calibration(self, calibration: Calibration) -> None:
-        if calibration.dim != self.dim:
-            raise CalibrationError(
-                f"calibration was fitted on {calibration.dim}-d vectors but this Embedder outputs {self.dim}-d; "
-                f"refit it at dim={self.dim}"
-            )
-        doc_id = self.fingerprint("document").id
-        if calibration.fingerprint_id is not None and calibration.fingerprint_id != doc_id:
-            raise CalibrationError(
-                f"calibration was fitted for {calibration.fingerprint_id}, not {doc_id}: another model or "
-                "settings; refit it with this Embedder's calibrate()"
-            )
-
     @classmethod
-    def from_spec(cls, model: str = "minilm", *, api_key: str | None = None, base_url: str | None = None,
-                  provider_options: dict[str, Any] | None = None, calibration_path: str | None = None,
-                  **options: Any) -> Embedder:
-        """An Embedder from a provider spec (see :func:`~embedopt.providers.load_provider`): what the framework
-        adapters build from their fields. A local model is loaded once per process and shared by every Embedder
-        asking for the same spec and options; ``api_key``/``base_url`` are for ``openai:``/``voyage:`` specs.
-        ``options`` go to the Embedder (``cache``, ``dim``, ``precision``, ``normalize``, ...)."""
-        from .providers import load_provider
+    def from_spec(cls, model: str | os.PathLike[str] = "minilm", *, api_key: str | None = None,
+                  base_url: str | None = None, provider_options: dict[str, Any] | None = None,
+                  calibration_path: str | None = None, **options: Any) -> Embedder:
+        """An Embedder from a model spec (see :mod:`embedopt.specs`): what the CLI and the framework adapters
+        build. A local model is loaded once per process and shared by every Embedder asking for the same spec
+        and options. ``api_key``/``base_url`` go to providers that take them (``openai:``, ``voyage:``);
+        ``provider_options`` to the provider, checked against what it accepts; ``options`` to the Embedder
+        (``cache``, ``dim``, ``precision``, ``normalize``, ...)."""
+        from .specs import shared_provider
 
         provider_options = dict(provider_options or {})
-        if model.startswith(("openai:", "voyage:")):
-            if api_key is not None:
-                provider_options["api_key"] = api_key
-            if base_url is not None:
-                provider_options["base_url"] = base_url
-            provider = load_provider(model, **provider_options)
-        else:
-            if api_key is not None or base_url is not None:
-                raise ConfigError(f"api_key and base_url are for openai:/voyage: models, not {model!r}")
-            # a folder rewritten in place (a model trained again into it) is another model: key by its mtime too
-            stamp = os.stat(model).st_mtime_ns if os.path.isdir(model) else None
-            key = (model, stamp, repr(sorted(provider_options.items())))
-            with _SHARED_LOCK:
-                if key not in _SHARED_PROVIDERS:
-                    _SHARED_PROVIDERS[key] = load_provider(model, **provider_options)
-                provider = _SHARED_PROVIDERS[key]
+        for name, value in (("api_key", api_key), ("base_url", base_url)):
+            if value is not None:
+                provider_options[name] = value
+        provider = shared_provider(model, **provider_options)
         if calibration_path is not None:
             options["calibration"] = Calibration.load(calibration_path)
         return cls(provider, **options)
@@ -274,9 +255,8 @@ class Embedder:
 
     def calibrate(self, texts: Iterable[str], *, min_samples: int | None = None) -> Calibration:
         """Fit int8/uint8 ranges on a sample of documents, at this Embedder's ``dim``."""
-        vectors = self._derive_float(self._full(texts, "document"))
-        kwargs = {} if min_samples is None else {"min_samples": min_samples}
-        return Calibration.fit(vectors, fingerprint_id=self.fingerprint("document").id, **kwargs)
+        return self.codec.fit_calibration(self._full(texts, "document"), min_samples=min_samples,
+                                          fingerprint_id=self.fingerprint("document").id)
 
     # ------------------------------------------------------------------------------------------------ pipeline
     @staticmethod
@@ -285,13 +265,8 @@ class Embedder:
             raise InputError(f"a query must be a str, got {type(text).__name__}", 0)
         return [text]
 
-    def _derive_float(self, full: np.ndarray) -> np.ndarray:
-        if self.dim == full.shape[1]:
-            return full
-        return truncate(full, self.dim, normalize=self.normalize)
-
     def _derive(self, full: np.ndarray) -> np.ndarray:
-        return quantize(self._derive_float(full), self.precision, calibration=self.calibration)
+        return self.codec.derive(full)
 
     def _prepare(self, texts: Iterable[str], input_type: InputType) -> _Job:
         fp = self.fingerprint(input_type)
@@ -336,13 +311,21 @@ class Embedder:
             self.ledger.record_cache_hits(len(rows), sum(estimate_tokens(job.unique[i]) for i in rows), price)
         job.todo = todo
 
+    def _needs_counts(self) -> bool:
+        info = self.provider.info
+        return (self.on_overflow == "error" and info.max_tokens is not None) or info.max_batch_tokens is not None
+
+    def _count(self, job: _Job) -> None:
+        """Count the tokens of the texts to compute, once, when limits or budgets need them."""
+        missing = [i for i in job.todo if i not in job.counts]
+        if missing and self._needs_counts():
+            job.counts.update(zip(missing, count_tokens(self.provider, [job.unique[i] for i in missing]),
+                                  strict=True))
+
     def _plan(self, job: _Job) -> list[Batch]:
         info = self.provider.info
         texts = [job.unique[i] for i in job.todo]
-        counts: list[int] | None = None
-        if (self.on_overflow == "error" and info.max_tokens is not None) or info.max_batch_tokens is not None:
-            counts = self.provider.count_tokens(texts)
-            job.tokens_counted = True
+        counts = [job.counts[i] for i in job.todo] if job.counts else None
         if self.on_overflow == "error" and info.max_tokens is not None and counts is not None:
             for j, n in enumerate(counts):
                 if n > info.max_tokens:
@@ -382,16 +365,37 @@ class Embedder:
             return []
         return [(job.keys[i], job.out[i]) for i in batch.indices]
 
-    def _bill(self, job: _Job, batch: Batch, texts: list[str], used: int | None, seconds: float) -> None:
-        """Record a provider call in the ledger (a Router records its own calls, per route)."""
-        tokens = used if used is not None else (batch.tokens if job.tokens_counted else
-                                                sum(estimate_tokens(t) for t in texts))
+    def _batch_counts(self, job: _Job, batch: Batch) -> list[int] | None:
+        return [job.counts[i] for i in batch.indices] if job.counts else None
+
+    def _call(self, job: _Job, batch: Batch) -> Embedded:
+        texts = [job.unique[i] for i in batch.indices]
+        started = time.monotonic()
+        with self._provider_errors():
+            result = self.retry.call(partial(self.provider.embed, texts, job.input_type,
+                                             self._batch_counts(job, batch)))
+        self._bill(job, batch, result.tokens, time.monotonic() - started)
+        return result
+
+    async def _acall(self, job: _Job, batch: Batch) -> Embedded:
+        texts = [job.unique[i] for i in batch.indices]
+        started = time.monotonic()
+        with self._provider_errors():
+            result = await self.retry.acall(partial(aembed, self.provider, texts, job.input_type,
+                                                    self._batch_counts(job, batch)))
+        self._bill(job, batch, result.tokens, time.monotonic() - started)
+        return result
+
+    def _bill(self, job: _Job, batch: Batch, used: int | None, seconds: float) -> None:
+        """Record a provider call in the ledger (unless the provider records its own calls, per route)."""
+        tokens = used if used is not None else (batch.tokens if job.counts else
+                                                sum(estimate_tokens(job.unique[i]) for i in batch.indices))
         with self._lock:
             self.stats.tokens += tokens
-        if not self._routed:
-            info = self.provider.info
-            self.ledger.record(f"{info.provider}:{info.model}", kind=info.kind, texts=len(texts), tokens=tokens,
-                               price_per_1m_tokens=info.price_per_1m_tokens, seconds=seconds)
+        info = self.provider.info
+        if not info.records_costs:
+            self.ledger.record(f"{info.provider}:{info.model}", kind=info.kind, texts=len(batch.indices),
+                               tokens=tokens, price_per_1m_tokens=info.price_per_1m_tokens, seconds=seconds)
 
     @contextmanager
     def _provider_errors(self) -> Iterator[None]:
@@ -473,15 +477,11 @@ class Embedder:
                 self._cache_failed("write", exc)
 
     def _compute(self, job: _Job) -> None:
+        self._count(job)
         batches = self._plan(job)
         with progress_bar(len(job.todo), enabled=self.show_progress, desc=_PROGRESS[job.input_type]) as update:
             for batch in batches:
-                texts_b = [job.unique[i] for i in batch.indices]
-                started = time.monotonic()
-                with self._provider_errors():
-                    raw, used = self.retry.call(partial(self.provider._embed_with_usage, texts_b, job.input_type))
-                self._bill(job, batch, texts_b, used, time.monotonic() - started)
-                self._write_back(self._accept(job, batch, raw))
+                self._write_back(self._accept(job, batch, self._call(job, batch).vectors))
                 self._land(job, batch.indices)
                 update(len(batch.indices))
 
@@ -516,15 +516,12 @@ class Embedder:
                 self._cache_failed("write", exc)
 
     async def _acompute(self, job: _Job) -> None:
+        if self._needs_counts():  # a tokenizer is CPU work: never on the event loop
+            await asyncio.to_thread(self._count, job)
         batches = self._plan(job)
 
-        async def call(batch: Batch) -> Any:
-            texts_b = [job.unique[i] for i in batch.indices]
-            started = time.monotonic()
-            with self._provider_errors():
-                raw, used = await self.retry.acall(partial(self.provider._aembed_with_usage, texts_b, job.input_type))
-            self._bill(job, batch, texts_b, used, time.monotonic() - started)
-            return raw
+        async def call(batch: Batch) -> np.ndarray:
+            return (await self._acall(job, batch)).vectors
 
         with progress_bar(len(job.todo), enabled=self.show_progress, desc=_PROGRESS[job.input_type]) as update:
             async for batch, raw in run_async(batches, call, max_concurrency=self.provider.info.max_concurrency):

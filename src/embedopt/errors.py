@@ -8,8 +8,11 @@ Every message says what to do next.
 from __future__ import annotations
 
 __all__ = [
+    "BudgetExceededError",
+    "CacheError",
     "CalibrationError",
     "ConfigError",
+    "CorruptEntry",
     "DimensionError",
     "EmbedOptError",
     "InputError",
@@ -90,3 +93,8 @@ class CacheError(EmbedOptError):
     def __init__(self, message: str, *, tier: str) -> None:
         self.tier = tier
         super().__init__(message)
+
+
+class CorruptEntry(EmbedOptError, ValueError):
+    """A stored value that cannot be trusted (truncated, bad checksum, another format, NaN). Cache tiers treat it
+    as a miss and the next write overwrites it; only code that decodes entries itself sees this error."""

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from typing import Literal
 
+from .errors import ConfigError
+
 __all__ = ["FINGERPRINT_VERSION", "Fingerprint", "InputType"]
 
 InputType = Literal["query", "document"]
@@ -41,9 +43,9 @@ class Fingerprint:
 
     def __post_init__(self) -> None:
         if self.input_type not in INPUT_TYPES:
-            raise ValueError(f"input_type must be one of {INPUT_TYPES}, got {self.input_type!r}")
+            raise ConfigError(f"input_type must be one of {INPUT_TYPES}, got {self.input_type!r}")
         if self.dim <= 0:
-            raise ValueError(f"dim must be positive, got {self.dim}")
+            raise ConfigError(f"dim must be positive, got {self.dim}")
 
     def _digest(self, *, with_provider: bool) -> str:
         fields = asdict(self)
@@ -75,7 +77,7 @@ class Fingerprint:
         fields = {k: data[k] for k in ("provider", "model", "revision", "input_type", "prompt", "dim", "normalize")}
         fp = cls(**fields)  # type: ignore[arg-type]
         if "id" in data and data["id"] != fp.id:
-            raise ValueError(
+            raise ConfigError(
                 f"fingerprint id {data['id']!r} does not match its fields (recomputed {fp.id!r}); "
                 "it was written by another fingerprint version or edited by hand"
             )

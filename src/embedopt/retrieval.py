@@ -17,8 +17,7 @@ import numpy as np
 from .embedder import Embedder
 from .errors import ConfigError, InputError
 from .rerank.base import Reranker, RerankResult
-from .stores.base import VectorStore
-from .stores.flat import Rescore, SearchResult
+from .stores.base import Rescore, SearchResult, VectorStore
 
 __all__ = ["Hit", "RetrievalResult", "Retriever"]
 
@@ -125,9 +124,11 @@ class Retriever:
         return self.store.search(vectors, want, oversample=max(1.0, self.oversample * k / want),
                                  rescore=self.rescore)
 
-    def _first_stage(self, ids: list[str], scores: np.ndarray) -> tuple[list[str], list[float],
-                                                                        list[dict[str, Any]]]:
-        return ids, [float(s) for s in scores], self.store.get_payloads(ids)
+    def _candidates(self, found: SearchResult, n: int) -> tuple[list[str], list[float], list[dict[str, Any]]]:
+        """Query ``n``'s first-stage ids, scores and payloads (fetched unless the search returned them)."""
+        ids = found.ids[n]
+        payloads = found.payloads[n] if found.payloads is not None else self.store.get_payloads(ids)
+        return ids, [float(s) for s in found.scores[n]], payloads
 
     def _rerank_inputs(self, payloads: list[dict[str, Any]]) -> list[str]:
         texts = [p.get(self.text_key) for p in payloads]
@@ -137,15 +138,24 @@ class Retriever:
                               "documents with Retriever.add_texts, or set text_key to the field that holds the text")
         return [t for t in texts if isinstance(t, str)]
 
-    def _assemble(self, ids: list[str], scores: list[float], payloads: list[dict[str, Any]],
-                  ranked: list[RerankResult] | None, k: int) -> list[Hit]:
+    def _result(self, query: str, found: SearchResult, candidates: tuple[list[str], list[float], list[dict[str, Any]]],
+                ranked: list[RerankResult] | None, k: int, shared_ms: dict[str, float], share: float,
+                payloads_ms: float, rerank_ms: float) -> RetrievalResult:
+        """One query's hits and timings; ``shared_ms`` (embed, search) covered ``1 / share`` queries at once."""
+        ids, scores, payloads = candidates
         order: list[tuple[int, float | None]]
         if ranked is None:
             order = [(n, None) for n in range(min(k, len(ids)))]
         else:
             order = [(r.index, r.score) for r in ranked[:k]]
-        return [Hit(ids[n], s if s is not None else scores[n], scores[n], s, payloads[n],
-                    payloads[n].get(self.text_key)) for n, s in order]
+        hits = [Hit(ids[n], s if s is not None else scores[n], scores[n], s, payloads[n], payloads[n].get(self.text_key))
+                for n, s in order]
+        timings = {key: v * share for key, v in {**shared_ms, **found.timings_ms}.items()}
+        timings["payloads"] = payloads_ms
+        if self.reranker is not None:
+            timings["rerank"] = rerank_ms
+        timings["total"] = (shared_ms["embed"] + shared_ms["search"]) * share + payloads_ms + rerank_ms
+        return RetrievalResult(query, hits, {key: round(v, 3) for key, v in timings.items()}, found.candidates)
 
     def retrieve(self, query: str, k: int | None = None) -> RetrievalResult:
         """Top ``k`` documents for ``query``, with scores and per-stage timings."""
@@ -158,46 +168,34 @@ class Retriever:
         vectors = self.embedder.embed(list(queries), "query")
         embedded = time.perf_counter()
         found = self._search(vectors, k)
-        searched = time.perf_counter()
+        shared_ms = {"embed": (embedded - started) * 1e3, "search": (time.perf_counter() - embedded) * 1e3}
         out = []
-        share = 1.0 / max(1, len(queries))
         for n, query in enumerate(queries):
             t0 = time.perf_counter()
-            ids, scores, payloads = self._first_stage(found.ids[n], found.scores[n])
-            ranked = None
+            candidates = self._candidates(found, n)
             t1 = time.perf_counter()
-            if self.reranker is not None and ids:
-                ranked = self.reranker.rank(query, self._rerank_inputs(payloads), top_n=k)
+            ranked = None
+            if self.reranker is not None and candidates[0]:
+                ranked = self.reranker.rank(query, self._rerank_inputs(candidates[2]), top_n=k)
             t2 = time.perf_counter()
-            timings = {"embed": (embedded - started) * 1e3 * share, "search": (searched - embedded) * 1e3 * share,
-                       **{key: v * share for key, v in found.timings_ms.items()},
-                       "payloads": (t1 - t0) * 1e3}
-            if self.reranker is not None:
-                timings["rerank"] = (t2 - t1) * 1e3
-            timings["total"] = timings["embed"] + timings["search"] + (t2 - t0) * 1e3
-            out.append(RetrievalResult(query, self._assemble(ids, scores, payloads, ranked, k),
-                                       {key: round(v, 3) for key, v in timings.items()}, found.candidates))
+            out.append(self._result(query, found, candidates, ranked, k, shared_ms, 1.0 / max(1, len(queries)),
+                                    (t1 - t0) * 1e3, (t2 - t1) * 1e3))
         return out
 
     async def aretrieve(self, query: str, k: int | None = None) -> RetrievalResult:
-        """Async :meth:`retrieve`: the embedding goes through the async path, the store search and the
-        cross-encoder run in a worker thread, so the event loop never blocks."""
+        """Async :meth:`retrieve`, in the same steps: the embedding goes through the async path, the store search
+        and the payloads run in a worker thread, the reranker through ``arank``; the event loop never blocks."""
         k = self.k if k is None else self._check_k(k)
         started = time.perf_counter()
         vector = await self.embedder.aembed_query(query)
         embedded = time.perf_counter()
         found = await asyncio.to_thread(self._search, vector[None, :], k)
-        searched = time.perf_counter()
-        ids, scores, payloads = await asyncio.to_thread(self._first_stage, found.ids[0], found.scores[0])
+        shared_ms = {"embed": (embedded - started) * 1e3, "search": (time.perf_counter() - embedded) * 1e3}
+        t0 = time.perf_counter()
+        candidates = await asyncio.to_thread(self._candidates, found, 0)
         t1 = time.perf_counter()
         ranked = None
-        if self.reranker is not None and ids:
-            ranked = await self.reranker.arank(query, self._rerank_inputs(payloads), top_n=k)
+        if self.reranker is not None and candidates[0]:
+            ranked = await self.reranker.arank(query, self._rerank_inputs(candidates[2]), top_n=k)
         t2 = time.perf_counter()
-        timings = {"embed": (embedded - started) * 1e3, "search": (searched - embedded) * 1e3, **found.timings_ms,
-                   "payloads": (t1 - searched) * 1e3}
-        if self.reranker is not None:
-            timings["rerank"] = (t2 - t1) * 1e3
-        timings["total"] = (t2 - started) * 1e3
-        return RetrievalResult(query, self._assemble(ids, scores, payloads, ranked, k),
-                               {key: round(v, 3) for key, v in timings.items()}, found.candidates)
+        return self._result(query, found, candidates, ranked, k, shared_ms, 1.0, (t1 - t0) * 1e3, (t2 - t1) * 1e3)

@@ -11,6 +11,7 @@ refused when it is made.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Sequence
@@ -24,7 +25,16 @@ from ._breaker import CircuitBreaker
 from .costs import Budget, CostLedger
 from .errors import BudgetExceededError, ConfigError, EmbedOptError, ProviderError
 from .fingerprint import InputType
-from .providers.base import BaseProvider, ProviderInfo, ProviderKind, estimate_tokens
+from .providers.base import (
+    BaseProvider,
+    Embedded,
+    Provider,
+    ProviderInfo,
+    ProviderKind,
+    aembed,
+    count_tokens,
+    estimate_tokens,
+)
 from .retry import RetryPolicy
 
 __all__ = ["POLICIES", "Route", "Router"]
@@ -37,7 +47,7 @@ POLICIES: tuple[Policy, ...] = ("prefer_self_hosted", "prefer_api", "cheapest", 
 class Route:
     """A provider as the Router sees it. ``name``, ``kind`` and ``price_per_1m_tokens`` default to the provider's."""
 
-    provider: BaseProvider
+    provider: Provider
     name: str | None = None
     kind: ProviderKind | None = None
     price_per_1m_tokens: float | None = None
@@ -80,7 +90,7 @@ class Router(BaseProvider):
         normalize: the normalization the Embedder will apply (part of the space check).
     """
 
-    def __init__(self, routes: Sequence[Route | BaseProvider], *, policy: Policy = "prefer_self_hosted",
+    def __init__(self, routes: Sequence[Route | Provider], *, policy: Policy = "prefer_self_hosted",
                  budget: Budget | None = None, ledger: CostLedger | None = None, retry: RetryPolicy | None = None,
                  cooldown: float = 5.0, max_cooldown: float = 60.0, failure_threshold: int = 3,
                  normalize: bool = True) -> None:
@@ -90,7 +100,7 @@ class Router(BaseProvider):
         if not wrapped:
             raise ConfigError("a Router needs at least one route")
         for r in wrapped:
-            if not isinstance(r.provider, BaseProvider):
+            if not isinstance(r.provider, Provider):
                 raise ConfigError(f"a route needs an embedopt provider, got {type(r.provider).__name__}")
         _check_one_space(wrapped, normalize)
         retry = retry or RetryPolicy(max_attempts=3, base_delay=0.2, max_delay=5.0, max_total=15.0)
@@ -121,6 +131,8 @@ class Router(BaseProvider):
             price_per_1m_tokens=max(r.price for r in self.routes),
             prompts=dict(first.prompts),
             max_concurrency=max(i.max_concurrency for i in infos),
+            retries=True,
+            records_costs=True,
         )
 
     @property
@@ -149,8 +161,9 @@ class Router(BaseProvider):
         return [r for _, r in sorted(indexed, key=key)]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Counted with the first API route's tokenizer (what budgets are billed in), else the first route's."""
         api = next((r for r in self.routes if r.kind == "api"), self.routes[0])
-        return api.provider.count_tokens(texts)
+        return count_tokens(api.provider, texts)
 
     # ------------------------------------------------------------------------------------------ one request
     def _check(self, route: _Live, raw: Any, n: int) -> np.ndarray:
@@ -161,15 +174,16 @@ class Router(BaseProvider):
                                 retryable=True)
         return arr
 
-    def _admit(self, route: _Live, texts: list[str], why: list[str]) -> tuple[bool, bool, int]:
+    def _admit(self, route: _Live, texts: list[str], counts: Sequence[int] | None,
+               why: list[str]) -> tuple[bool, bool, int]:
         """Whether this route may take the request now, whether the budget is what stopped it, and the token
-        estimate used for the budget."""
+        estimate used for the budget (the counts the core passed on, else this route's own count)."""
         if not route.breaker.allow():
             why.append(f"{route.name}: skipped, failing recently (circuit open)")
             return False, False, 0
         estimate = 0
         if route.price > 0:
-            estimate = sum(route.provider.count_tokens(texts))
+            estimate = sum(counts) if counts is not None else sum(count_tokens(route.provider, texts))
             if not self.ledger.allows(self.budget, estimate * route.price / 1e6):
                 why.append(f"{route.name}: skipped, ${estimate * route.price / 1e6:.6f} more would pass the budget "
                            f"{self.budget}")
@@ -197,51 +211,49 @@ class Router(BaseProvider):
         return cls(f"no route could embed this request ({len(self.routes)} routes): " + "; ".join(why),
                    provider="router", model=self._info.model, retryable=False)
 
-    def _embed_with_usage(self, texts: list[str], input_type: InputType) -> tuple[np.ndarray, int | None]:
+    def embed(self, texts: list[str], input_type: InputType,
+              token_counts: Sequence[int] | None = None) -> Embedded:
         why: list[str] = []
         budget_blocked = attempted = False
         for route in self.order():
-            ok, over_budget, estimate = self._admit(route, texts, why)
+            ok, over_budget, estimate = self._admit(route, texts, token_counts, why)
             if not ok:
                 budget_blocked |= over_budget
                 continue
             attempted = True
             started = time.monotonic()
             try:
-                raw, tokens = route.retry.call(partial(route.provider._embed_with_usage, texts, input_type))
-                arr = self._check(route, raw, len(texts))
+                result = route.retry.call(partial(route.provider.embed, texts, input_type, token_counts))
+                arr = self._check(route, result.vectors, len(texts))
             except Exception as exc:  # this route failed (whatever it raised): try the next
                 self._failed(route, exc, why)
                 continue
-            self._succeeded(route, texts, tokens, estimate, time.monotonic() - started)
-            return arr, tokens
+            self._succeeded(route, texts, result.tokens, estimate, time.monotonic() - started)
+            return Embedded(arr, result.tokens)
         raise self._give_up(why, budget_blocked, attempted)
 
-    async def _aembed_with_usage(self, texts: list[str], input_type: InputType) -> tuple[np.ndarray, int | None]:
+    async def aembed(self, texts: list[str], input_type: InputType,
+                     token_counts: Sequence[int] | None = None) -> Embedded:
         why: list[str] = []
         budget_blocked = attempted = False
         for route in self.order():
-            ok, over_budget, estimate = self._admit(route, texts, why)
+            if token_counts is None and route.price > 0:  # a tokenizer is CPU work: never on the event loop
+                token_counts = await asyncio.to_thread(count_tokens, route.provider, texts)
+            ok, over_budget, estimate = self._admit(route, texts, token_counts, why)
             if not ok:
                 budget_blocked |= over_budget
                 continue
             attempted = True
             started = time.monotonic()
             try:
-                raw, tokens = await route.retry.acall(partial(route.provider._aembed_with_usage, texts, input_type))
-                arr = self._check(route, raw, len(texts))
+                result = await route.retry.acall(partial(aembed, route.provider, texts, input_type, token_counts))
+                arr = self._check(route, result.vectors, len(texts))
             except Exception as exc:
                 self._failed(route, exc, why)
                 continue
-            self._succeeded(route, texts, tokens, estimate, time.monotonic() - started)
-            return arr, tokens
+            self._succeeded(route, texts, result.tokens, estimate, time.monotonic() - started)
+            return Embedded(arr, result.tokens)
         raise self._give_up(why, budget_blocked, attempted)
-
-    def _embed(self, texts: list[str], input_type: InputType) -> np.ndarray:
-        return self._embed_with_usage(texts, input_type)[0]
-
-    async def _aembed(self, texts: list[str], input_type: InputType) -> np.ndarray:
-        return (await self._aembed_with_usage(texts, input_type))[0]
 
     # ------------------------------------------------------------------------------------------------ checks
     def verify(self, texts: Sequence[str] = ("embedopt route check", "a second, longer sentence to compare"),
@@ -254,7 +266,7 @@ class Router(BaseProvider):
         ref: np.ndarray | None = None
         report: dict[str, float] = {}
         for route in self.routes:
-            arr = self._check(route, route.provider._embed(list(texts), "document"), len(texts))
+            arr = self._check(route, route.provider.embed(list(texts), "document").vectors, len(texts))
             arr = arr / np.maximum(np.linalg.norm(arr, axis=1, keepdims=True), 1e-12)
             if ref is None:
                 ref = arr

@@ -29,7 +29,7 @@ from typing import Any
 from ._files import atomic_write_text
 from .embedder import Embedder
 from .errors import ConfigError
-from .stores.flat import QuantizedIndex
+from .stores import QuantizedIndex
 
 __all__ = ["VersionedIndex", "backfill", "cutover", "plan", "rollback", "shadow", "start", "status"]
 

@@ -10,7 +10,7 @@ from langchain_core.load import dumpd, load
 from langchain_core.outputs import Generation
 
 from embedopt import Embedder
-from embedopt.cache.semantic import DEFAULT_THRESHOLD, SemanticBackend, SemanticCache
+from embedopt.semantic_cache import DEFAULT_THRESHOLD, SemanticBackend, SemanticCache
 
 from .embeddings import EmbedOptEmbeddings
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from ..fingerprint import Fingerprint
 
-__all__ = ["KEY_PREFIX", "KEY_VERSION", "CacheTier", "TierCounters", "cache_key", "key_fingerprint"]
+__all__ = ["KEY_PREFIX", "KEY_VERSION", "CacheTier", "TierCounters", "TierEntry", "cache_key", "key_fingerprint"]
 
 KEY_VERSION = "v1"
 KEY_PREFIX = f"embedopt:{KEY_VERSION}:"
@@ -40,7 +41,9 @@ class CacheTier(Protocol):
 
     ``stats()`` counts this process's traffic: ``hits``, ``misses``, ``errors``, ``corrupt`` (entries that
     failed their checksum or format check and were treated as misses), ``bytes_read`` and ``bytes_written``.
-    ``usage()`` reports what the tier holds (``entries``, ``bytes``), which may cost a scan.
+    ``usage()`` reports what the tier holds (``entries``, ``bytes``) and ``usage_by_fingerprint()`` its entries
+    per fingerprint id (which models and input types it holds); either may cost a scan. ``clear()`` deletes every
+    entry, or those whose fingerprint id starts with ``fingerprint``, and returns how many.
     """
 
     name: str
@@ -52,6 +55,12 @@ class CacheTier(Protocol):
     def delete(self, keys: Sequence[str]) -> int: ...
 
     def stats(self) -> dict[str, int]: ...
+
+    def usage(self) -> dict[str, int]: ...
+
+    def usage_by_fingerprint(self) -> dict[str, int]: ...
+
+    def clear(self, fingerprint: str | None = None) -> int: ...
 
     async def aget_many(self, keys: Sequence[str]) -> list[np.ndarray | None]: ...
 
@@ -84,3 +93,16 @@ class TierCounters:
         with self._lock:
             return {"hits": self.hits, "misses": self.misses, "errors": self.errors, "corrupt": self.corrupt,
                     "bytes_read": self.bytes_read, "bytes_written": self.bytes_written}
+
+
+@dataclass(frozen=True)
+class TierEntry:
+    """How a cache spec names this tier, declared once in the tier's own module as ``SPEC`` and found there by
+    :mod:`embedopt.specs`."""
+
+    schemes: tuple[str, ...]
+    """What a spec part starts with: ``memory`` in ``memory:512MB``, ``redis`` in ``redis://host:6379/0``."""
+    build: Callable[[str, float | None], CacheTier]
+    """``build(part, ttl)``: the tier for one comma-separated part of a spec (the whole part, scheme included)."""
+    summary: str
+    example: str

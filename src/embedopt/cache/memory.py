@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 
 from ..errors import ConfigError
+from .base import TierEntry, key_fingerprint
 
-__all__ = ["MemoryTier"]
+__all__ = ["MemoryTier", "parse_size"]
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmg]?i?b?)$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``512MB``, ``2GB``, ``64k``, ``1000``."""
+    m = _SIZE.match(text.strip())
+    if not m:
+        raise ConfigError(f"cannot read memory size {text!r}; write it like 512MB or 2GB")
+    return int(float(m.group(1)) * _UNITS[m.group(2)[:1].lower()])
 
 
 class MemoryTier:
@@ -94,12 +107,18 @@ class MemoryTier:
                 self._drop(k)
             return len(present)
 
-    def clear(self) -> int:
+    def clear(self, fingerprint: str | None = None) -> int:
+        """Drop every entry, or those whose fingerprint id starts with ``fingerprint``; returns how many."""
         with self._lock:
-            n = len(self._data)
-            self._data.clear()
-            self._bytes = 0
-            return n
+            if fingerprint is None:
+                n = len(self._data)
+                self._data.clear()
+                self._bytes = 0
+                return n
+            doomed = [k for k in self._data if key_fingerprint(k).startswith(fingerprint)]
+            for k in doomed:
+                self._drop(k)
+            return len(doomed)
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -110,6 +129,10 @@ class MemoryTier:
     def usage(self) -> dict[str, int]:
         with self._lock:
             return {"entries": len(self._data), "bytes": self._bytes}
+
+    def usage_by_fingerprint(self) -> dict[str, int]:
+        with self._lock:
+            return dict(Counter(key_fingerprint(k) for k in self._data))
 
     async def aget_many(self, keys: Sequence[str]) -> list[np.ndarray | None]:
         return self.get_many(keys)
@@ -122,3 +145,12 @@ class MemoryTier:
 
     def __repr__(self) -> str:
         return f"MemoryTier(max_bytes={self.max_bytes}, entries={len(self._data)})"
+
+
+def _build(part: str, ttl: float | None) -> MemoryTier:
+    _, _, size = part.partition(":")
+    return MemoryTier(parse_size(size)) if size else MemoryTier()
+
+
+SPEC = TierEntry(schemes=("memory",), build=_build, summary="this process's LRU, bounded by bytes (256MB default)",
+                 example="memory:512MB")

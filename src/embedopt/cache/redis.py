@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -11,9 +12,9 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from .._extras import require
-from ..errors import CacheError, ConfigError
-from .base import KEY_PREFIX, TierCounters
-from .codec import CorruptEntry, decode_vector, encode_vector
+from ..errors import CacheError, ConfigError, CorruptEntry
+from .base import KEY_PREFIX, TierCounters, TierEntry, key_fingerprint
+from .entry import decode_vector, encode_vector
 
 __all__ = ["RedisTier", "redact_url"]
 
@@ -235,6 +236,11 @@ class RedisTier:
             removed += int(self.client.unlink(*batch))
         return removed
 
+    def usage_by_fingerprint(self) -> dict[str, int]:
+        """Entries per fingerprint id under this tier's prefix (a SCAN: for reports, not hot paths)."""
+        start = len(self.prefix)
+        return dict(Counter(key_fingerprint(k.decode()[start:]) for k in self._scan(None)))
+
     def usage(self) -> dict[str, int]:
         """Entries under this tier's prefix and their value bytes (a SCAN: use it for reports, not hot paths)."""
         entries = size = 0
@@ -259,3 +265,12 @@ class RedisTier:
 
 def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _build(part: str, ttl: float | None) -> RedisTier:
+    return RedisTier(part, ttl=ttl)
+
+
+SPEC = TierEntry(schemes=("redis", "rediss", "unix"), build=_build,
+                 summary="a Redis shared by processes and machines (rediss:// for TLS)",
+                 example="redis://localhost:6379/0")

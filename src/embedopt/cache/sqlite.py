@@ -13,13 +13,25 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CacheError, ConfigError, EmbedOptError
-from .base import KEY_PREFIX, TierCounters, key_fingerprint
-from .codec import CorruptEntry, decode_vector, encode_vector
+from .._files import cache_dir
+from .._sqlite import connect
+from ..errors import CacheError, ConfigError, CorruptEntry, EmbedOptError
+from .base import KEY_PREFIX, TierCounters, TierEntry, key_fingerprint
+from .entry import decode_vector, encode_vector
 
 __all__ = ["SQLiteTier", "default_sqlite_path"]
 
 _SCHEMA_VERSION = "1"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS embedopt_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS vectors (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL,
+    expires REAL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS vectors_expires ON vectors(expires) WHERE expires IS NOT NULL;
+INSERT OR IGNORE INTO embedopt_meta VALUES ('schema', '1');
+"""
 #: Keys per ``IN (...)`` lookup; well under SQLite's variable limit (999 on old builds, 32766 since 3.32).
 _CHUNK = 500
 #: Expired rows are swept after this many writes (reads already treat them as misses).
@@ -28,8 +40,6 @@ _SWEEP_EVERY = 5000
 
 def default_sqlite_path() -> Path:
     """``$EMBEDOPT_HOME/vectors.sqlite3`` (``~/.cache/embedopt`` when the variable is unset)."""
-    from ..distill import cache_dir
-
     return cache_dir() / "vectors.sqlite3"
 
 
@@ -68,24 +78,8 @@ class SQLiteTier:
         """The connection of this process, opened on first use (a forked child opens its own)."""
         if self._conn is not None and self._pid == os.getpid():
             return self._conn
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+        conn = connect(self.path, timeout=self.timeout, schema=_SCHEMA)
         try:
-            conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(
-                """
-                CREATE TABLE IF NOT EXISTS embedopt_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-                CREATE TABLE IF NOT EXISTS vectors (
-                    key TEXT PRIMARY KEY,
-                    value BLOB NOT NULL,
-                    expires REAL
-                ) WITHOUT ROWID;
-                CREATE INDEX IF NOT EXISTS vectors_expires ON vectors(expires) WHERE expires IS NOT NULL;
-                INSERT OR IGNORE INTO embedopt_meta VALUES ('schema', '1');
-                """
-            )
             (schema,) = conn.execute("SELECT value FROM embedopt_meta WHERE name='schema'").fetchone()
         except sqlite3.DatabaseError:
             conn.close()
@@ -215,3 +209,13 @@ class SQLiteTier:
 
     def __repr__(self) -> str:
         return f"SQLiteTier(path={str(self.path)!r}, ttl={self.ttl})"
+
+
+def _build(part: str, ttl: float | None) -> SQLiteTier:
+    _, _, path = part.partition(":")
+    return SQLiteTier(path or None, ttl=ttl)
+
+
+SPEC = TierEntry(schemes=("sqlite",), build=_build,
+                 summary="one SQLite file, shared by threads and processes ($EMBEDOPT_HOME/vectors.sqlite3 default)",
+                 example="sqlite:/var/cache/vectors.sqlite3")

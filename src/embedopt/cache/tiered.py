@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -14,8 +14,6 @@ from ..errors import ConfigError
 from .base import CacheTier
 
 __all__ = ["TieredCache"]
-
-T = TypeVar("T")
 
 
 class TieredCache:
@@ -56,31 +54,6 @@ class TieredCache:
     def __repr__(self) -> str:
         return f"TieredCache([{', '.join(repr(t) for t in self.tiers)}])"
 
-    # ---------------------------------------------------------------------------------------------- guard
-    def _guard(self, level: int, call: Callable[[], T]) -> tuple[bool, T | None]:
-        breaker = self._breakers[level]
-        if not breaker.allow():
-            return False, None
-        try:
-            result = call()
-        except Exception as exc:
-            breaker.failure(exc)
-            return False, None
-        breaker.success()
-        return True, result
-
-    async def _aguard(self, level: int, call: Callable[[], Awaitable[T]]) -> tuple[bool, T | None]:
-        breaker = self._breakers[level]
-        if not breaker.allow():
-            return False, None
-        try:
-            result = await call()
-        except Exception as exc:
-            breaker.failure(exc)
-            return False, None
-        breaker.success()
-        return True, result
-
     def _count(self, out: list[np.ndarray | None]) -> None:
         hits = sum(v is not None for v in out)
         with self._lock:
@@ -95,12 +68,12 @@ class TieredCache:
             if not missing:
                 break
             wanted = [keys[i] for i in missing]
-            ok, found = self._guard(level, partial(tier.get_many, wanted))
+            ok, found = self._breakers[level].guard(partial(tier.get_many, wanted))
             if not ok or found is None:
                 continue
             missing, promote = _merge(out, missing, found, keys)
             for upper in range(level if promote else 0):
-                self._guard(upper, partial(self.tiers[upper].set_many, promote, self.promote_ttl))
+                self._breakers[upper].guard(partial(self.tiers[upper].set_many, promote, self.promote_ttl))
         self._count(out)
         return out
 
@@ -111,12 +84,12 @@ class TieredCache:
             if not missing:
                 break
             wanted = [keys[i] for i in missing]
-            ok, found = await self._aguard(level, partial(tier.aget_many, wanted))
+            ok, found = await self._breakers[level].aguard(partial(tier.aget_many, wanted))
             if not ok or found is None:
                 continue
             missing, promote = _merge(out, missing, found, keys)
             for upper in range(level if promote else 0):
-                await self._aguard(upper, partial(self.tiers[upper].aset_many, promote, self.promote_ttl))
+                await self._breakers[upper].aguard(partial(self.tiers[upper].aset_many, promote, self.promote_ttl))
         self._count(out)
         return out
 
@@ -125,18 +98,18 @@ class TieredCache:
         if not items:
             return
         for level, tier in enumerate(self.tiers):
-            self._guard(level, partial(tier.set_many, items, ttl))
+            self._breakers[level].guard(partial(tier.set_many, items, ttl))
 
     async def aset_many(self, items: Sequence[tuple[str, np.ndarray]], ttl: float | None = None) -> None:
         if not items:
             return
         for level, tier in enumerate(self.tiers):
-            await self._aguard(level, partial(tier.aset_many, items, ttl))
+            await self._breakers[level].aguard(partial(tier.aset_many, items, ttl))
 
     def delete(self, keys: Sequence[str]) -> int:
         removed = 0
         for level, tier in enumerate(self.tiers):
-            ok, n = self._guard(level, partial(tier.delete, keys))
+            ok, n = self._breakers[level].guard(partial(tier.delete, keys))
             if ok and n is not None:
                 removed = max(removed, int(n))
         return removed
@@ -157,6 +130,27 @@ class TieredCache:
             report[name] = {**tier.stats(), "state": breaker.state, "skipped": breaker.skipped,
                             "trips": breaker.trips}
         return report
+
+    def usage(self) -> dict[str, int]:
+        """The largest tier's entries and bytes (the tiers hold copies of one another's entries)."""
+        return max((t.usage() for t in self.tiers), key=lambda u: u.get("entries", 0))
+
+    def usage_by_fingerprint(self) -> dict[str, int]:
+        """Per fingerprint id, the most entries any tier holds."""
+        out: dict[str, int] = {}
+        for tier in self.tiers:
+            for fp, n in tier.usage_by_fingerprint().items():
+                out[fp] = max(out.get(fp, 0), n)
+        return out
+
+    def clear(self, fingerprint: str | None = None) -> int:
+        """Clear every tier (see :meth:`CacheTier.clear`); returns the most entries one tier removed."""
+        removed = 0
+        for level, tier in enumerate(self.tiers):
+            ok, n = self._breakers[level].guard(partial(tier.clear, fingerprint))
+            if ok and n is not None:
+                removed = max(removed, int(n))
+        return removed
 
     def tier(self, name: str) -> CacheTier:
         """The tier called ``name`` (``memory``, ``redis``, ``sqlite``, ...)."""

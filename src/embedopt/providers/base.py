@@ -1,8 +1,17 @@
 """The provider contract: a provider knows its wire format and nothing else.
 
-Caching, batching, deduplication, Matryoshka truncation, quantization and validation of what comes back all live
-in :class:`embedopt.Embedder`. A provider implements :meth:`BaseProvider._embed` (and, where it has a native
-async client, :meth:`BaseProvider._aembed`) and describes itself with a :class:`ProviderInfo`.
+A provider is anything with an ``info`` (:class:`ProviderInfo`) and one method,
+``embed(texts, input_type, token_counts=None) -> Embedded``: the vectors and the tokens the provider billed
+(:class:`Provider`, a Protocol like the cache tier, store and reranker seams). Two capabilities are optional and
+found by name: ``aembed`` (the same, natively async) and ``count_tokens`` (the provider's own tokenizer).
+
+Caching, batching, deduplication, Matryoshka truncation, quantization, retries, cost accounting and validation
+of what comes back all live in :class:`embedopt.Embedder`, except where ``info`` says the provider does them
+itself (a :class:`~embedopt.Router` retries per route and keeps its own ledger).
+
+:class:`BaseProvider` is the convenient way to write one: implement ``_embed(texts, input_type) -> array`` and
+``info``; it supplies ``embed``, ``aembed`` (in a worker thread) and an estimating ``count_tokens``.
+:class:`FunctionProvider` wraps a plain function.
 """
 
 from __future__ import annotations
@@ -10,15 +19,26 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..fingerprint import Fingerprint, InputType
 
-__all__ = ["BaseProvider", "FunctionProvider", "ProviderInfo", "ProviderKind", "estimate_tokens"]
+__all__ = [
+    "BaseProvider",
+    "Embedded",
+    "FunctionProvider",
+    "Provider",
+    "ProviderEntry",
+    "ProviderInfo",
+    "ProviderKind",
+    "aembed",
+    "count_tokens",
+    "estimate_tokens",
+]
 
 ProviderKind = Literal["api", "self_hosted"]
 
@@ -57,6 +77,11 @@ class ProviderInfo:
     """Text prepended per input type, e.g. E5's ``{"query": "query: ", "document": "passage: "}``."""
     max_concurrency: int = 1
     """How many calls the async path may have in flight at once."""
+    retries: bool = False
+    """The provider retries transient errors itself (a Router, per route): the Embedder does not retry it again."""
+    records_costs: bool = False
+    """The provider records its calls in its own ``ledger`` (a Router, per route): the Embedder shares that ledger
+    instead of recording the calls a second time."""
 
     def prompt(self, input_type: InputType) -> str:
         return self.prompts.get(input_type, "")
@@ -73,8 +98,82 @@ class ProviderInfo:
         )
 
 
+class Embedded(NamedTuple):
+    """What a provider returns for one call."""
+
+    vectors: np.ndarray
+    """Shape (n, dim), in the order of the texts."""
+    tokens: int | None
+    """Tokens the provider billed for the call, where it reports them; ``None`` when it does not say."""
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Where vectors come from: a description and one method.
+
+    ``texts`` are non-empty, validated and deduplicated; ``token_counts``, when the core counted them (for token
+    budgets or limits), are the per-text counts from this provider's ``count_tokens``, passed on so nothing
+    counts twice.
+    """
+
+    @property
+    def info(self) -> ProviderInfo: ...
+
+    def embed(self, texts: list[str], input_type: InputType,
+              token_counts: Sequence[int] | None = None) -> Embedded: ...
+
+
+async def aembed(provider: Provider, texts: list[str], input_type: InputType,
+                 token_counts: Sequence[int] | None = None) -> Embedded:
+    """``provider.aembed`` where it has one (a native async client), else ``embed`` in a worker thread."""
+    native = getattr(provider, "aembed", None)
+    if native is not None:
+        result: Embedded = await native(texts, input_type, token_counts)
+        return result
+    return await asyncio.to_thread(provider.embed, texts, input_type, token_counts)
+
+
+def count_tokens(provider: Provider, texts: Sequence[str]) -> list[int]:
+    """Token counts with the provider's own tokenizer where it has one, else :func:`estimate_tokens`."""
+    own = getattr(provider, "count_tokens", None)
+    if own is not None:
+        return list(own(texts))
+    return [estimate_tokens(t) for t in texts]
+
+
+@dataclass(frozen=True)
+class ProviderEntry:
+    """How a spec string names this provider, declared once in the provider's own module as ``SPEC`` and found
+    there by :mod:`embedopt.specs` (third-party providers: an ``embedopt.providers`` entry point). Adding a
+    provider means adding its module; nothing else lists it."""
+
+    prefix: str
+    """The spec prefix before the colon: ``st`` in ``st:NAME``."""
+    build: Callable[..., Provider]
+    """``build(name, **options)``: the provider for the part after the colon."""
+    options: Callable[..., object]
+    """The callable whose keyword parameters are the valid options (usually the provider class)."""
+    summary: str
+    """One line for ``--help`` and the docs."""
+    example: str
+    key_env: str | None = None
+    """The environment variable its API key is read from when none is given."""
+    shared: bool = False
+    """It loads weights into this process: :meth:`embedopt.Embedder.from_spec` shares one per spec and options."""
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    """Whole specs that mean ``prefix:value`` (``minilm`` -> the packaged all-MiniLM-L6-v2)."""
+    claims: Callable[[str], bool] | None = None
+    """For a spec without a prefix (a folder): whether it is this provider's (a model2vec folder is static)."""
+    fallback: bool = False
+    """Takes a spec without a prefix that no provider claims (a hub id or a folder: sentence-transformers)."""
+    locate: Callable[[str], str] | None = None
+    """For a model that loads from local files: the folder or hub id a name stands for, for tools that load the
+    weights themselves (fine-tuning); ``static:distill`` distils here, never while parsing."""
+
+
 class BaseProvider:
-    """Subclass and implement :meth:`_embed`; everything else has a working default."""
+    """Subclass, set :attr:`info` and implement :meth:`_embed`; everything else has a working default. API
+    providers that learn the billed tokens override :meth:`embed` (and :meth:`aembed`) instead."""
 
     @property
     def info(self) -> ProviderInfo:
@@ -84,16 +183,14 @@ class BaseProvider:
         """Embed ``texts`` (non-empty, validated, deduplicated) and return a float array of shape (n, dim)."""
         raise NotImplementedError
 
-    async def _aembed(self, texts: list[str], input_type: InputType) -> np.ndarray:
-        """Async twin of :meth:`_embed`; the default runs it in a worker thread so the event loop never blocks."""
-        return await asyncio.to_thread(self._embed, texts, input_type)
+    def embed(self, texts: list[str], input_type: InputType,
+              token_counts: Sequence[int] | None = None) -> Embedded:
+        return Embedded(self._embed(texts, input_type), None)
 
-    def _embed_with_usage(self, texts: list[str], input_type: InputType) -> tuple[np.ndarray, int | None]:
-        """Vectors and the tokens the provider billed (``None`` when it does not say). APIs override this."""
-        return self._embed(texts, input_type), None
-
-    async def _aembed_with_usage(self, texts: list[str], input_type: InputType) -> tuple[np.ndarray, int | None]:
-        return await self._aembed(texts, input_type), None
+    async def aembed(self, texts: list[str], input_type: InputType,
+                     token_counts: Sequence[int] | None = None) -> Embedded:
+        """Async twin of :meth:`embed`; the default runs it in a worker thread so the event loop never blocks."""
+        return await asyncio.to_thread(self.embed, texts, input_type, token_counts)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Token counts per text, with the provider's own tokenizer where it has one."""

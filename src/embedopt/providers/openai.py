@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from .._extras import require
-from ..catalog import card
+from ..catalog import API_LIMITS, card
 from ..errors import ConfigError, EmbedOptError, ProviderError
 from ..fingerprint import InputType
 from ._api import APIProvider, PerLoop, api_error, api_key_from, decode_embeddings, parse_retry_after, redact
-from .base import ProviderInfo, ProviderKind, estimate_tokens
+from .base import Embedded, ProviderEntry, ProviderInfo, ProviderKind, estimate_tokens
 
 __all__ = ["OpenAIProvider", "local_bpe"]
 
+#: Where the API key comes from when none is given.
+KEY_ENV = "OPENAI_API_KEY"
+
 logger = logging.getLogger(__name__)
 
-#: OpenAI's request limits for /v1/embeddings.
-MAX_INPUTS = 2048
-MAX_REQUEST_TOKENS = 300_000
 
 
 def local_bpe(encoding: str = "cl100k_base") -> Any | None:
@@ -88,7 +87,7 @@ class OpenAIProvider(APIProvider):
                  prompts: dict[str, str] | None = None, organization: str | None = None, timeout: float = 30.0,
                  max_concurrency: int = 4) -> None:
         require("openai", extra="openai", feature="OpenAIProvider")
-        self._key = api_key_from(api_key, "OPENAI_API_KEY", required=base_url is None, provider="OpenAI")
+        self._key = api_key_from(api_key, KEY_ENV, required=base_url is None, provider="OpenAI")
         self.model = model
         self.base_url = base_url
         self.dimensions = dimensions
@@ -115,9 +114,9 @@ class OpenAIProvider(APIProvider):
             revision=revision or (f"openai:{model}" + (f":dimensions={dimensions}" if dimensions else "")),
             dim=int(native),
             kind=kind,
-            max_batch=MAX_INPUTS,
+            max_batch=API_LIMITS["openai"].max_batch,
             max_tokens=self.max_tokens,
-            max_batch_tokens=MAX_REQUEST_TOKENS,
+            max_batch_tokens=API_LIMITS["openai"].max_batch_tokens,
             price_per_1m_tokens=float(price_per_1m_tokens),
             prompts=dict(prompts if prompts is not None else (entry.prompts if entry else {})),
             max_concurrency=max_concurrency,
@@ -151,18 +150,26 @@ class OpenAIProvider(APIProvider):
             return [n + extra for n in map(len, self._bpe.encode_ordinary_batch(list(texts)))]
         return [estimate_tokens(t) + extra for t in texts]
 
-    def _prepare(self, texts: list[str], input_type: InputType) -> list[str]:
+    def _may_cut(self, token_counts: Sequence[int] | None) -> bool:
+        """Whether inputs may be over ``max_tokens`` and need cutting (not when the core's counts, prompt
+        included, say they all fit)."""
+        if not self.truncate or self.max_tokens is None:
+            return False
+        return token_counts is None or max(token_counts, default=0) > self.max_tokens
+
+    def _prepare(self, texts: list[str], input_type: InputType, token_counts: Sequence[int] | None) -> list[str]:
         prompt = self._info.prompt(input_type)
         out = [prompt + t for t in texts] if prompt else list(texts)
-        if not self.truncate or self.max_tokens is None:
+        limit = self.max_tokens
+        if limit is None or not self._may_cut(token_counts):
             return out
         if self._bpe is not None:
             cut = []
             for t, ids in zip(out, self._bpe.encode_ordinary_batch(out), strict=True):
-                cut.append(self._bpe.decode(ids[: self.max_tokens]) if len(ids) > self.max_tokens else t)
+                cut.append(self._bpe.decode(ids[:limit]) if len(ids) > limit else t)
             return cut
         # no tokenizer: keep a prefix the estimate says fits (about 3 bytes a token)
-        limit = self.max_tokens * 3
+        limit *= 3
         return [t if len(t.encode()) <= limit else t.encode()[:limit].decode("utf-8", "ignore") for t in out]
 
     # ------------------------------------------------------------------------------------------------- wire
@@ -172,7 +179,7 @@ class OpenAIProvider(APIProvider):
             body["dimensions"] = self.dimensions
         return body
 
-    def _parse(self, response: Any, n: int) -> tuple[np.ndarray, int | None]:
+    def _parse(self, response: Any, n: int) -> Embedded:
         try:
             data = sorted(response.data, key=lambda d: d.index)
             items = [d.embedding for d in data]
@@ -181,7 +188,8 @@ class OpenAIProvider(APIProvider):
         except (AttributeError, TypeError, ValueError) as exc:
             raise ProviderError(f"{self._info.provider} model {self.model} sent a malformed answer: {exc}",
                                 provider=self._info.provider, model=self.model, retryable=True) from exc
-        return decode_embeddings(items, n, self._info.dim, provider=self._info.provider, model=self.model), tokens
+        return Embedded(decode_embeddings(items, n, self._info.dim, provider=self._info.provider, model=self.model),
+                        tokens)
 
     def _map(self, exc: Exception) -> EmbedOptError:
         import openai
@@ -201,16 +209,21 @@ class OpenAIProvider(APIProvider):
         return ProviderError(redact(f"{provider} model {model} failed: {type(exc).__name__}: {exc}", self._key),
                              provider=provider, model=model)
 
-    def _embed_with_usage(self, texts: list[str], input_type: InputType) -> tuple[np.ndarray, int | None]:
-        prepared = self._prepare(texts, input_type)
+    def embed(self, texts: list[str], input_type: InputType,
+              token_counts: Sequence[int] | None = None) -> Embedded:
+        prepared = self._prepare(texts, input_type, token_counts)
         try:
             response = self.client.embeddings.create(**self._request(prepared))
             return self._parse(response, len(texts))
         except Exception as exc:
             raise self._map(exc) from None
 
-    async def _aembed_with_usage(self, texts: list[str], input_type: InputType) -> tuple[np.ndarray, int | None]:
-        prepared = self._prepare(texts, input_type)
+    async def aembed(self, texts: list[str], input_type: InputType,
+                     token_counts: Sequence[int] | None = None) -> Embedded:
+        if self._may_cut(token_counts) and self._bpe is not None:  # a tokenizer is CPU work: off the event loop
+            prepared = await asyncio.to_thread(self._prepare, texts, input_type, token_counts)
+        else:
+            prepared = self._prepare(texts, input_type, token_counts)
         try:
             response = await self._aclients.get().embeddings.create(**self._request(prepared))
             return self._parse(response, len(texts))
@@ -226,3 +239,9 @@ def _message(exc: Any) -> str:
         if isinstance(err, dict) and err.get("message"):
             return str(err["message"])
     return str(getattr(exc, "message", exc))
+
+
+SPEC = ProviderEntry(
+    prefix="openai", build=OpenAIProvider, options=OpenAIProvider, key_env=KEY_ENV,
+    summary="OpenAI's embeddings API, or any OpenAI-compatible server with base_url (TEI, vLLM, Infinity)",
+    example="openai:text-embedding-3-small")

@@ -10,18 +10,18 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from .._extras import require
+from ..catalog import default_prompts
 from ..errors import ConfigError, MissingExtraError, ModelLoadError
 from ..fingerprint import InputType
 from ._local import (
     DEFAULT_MODEL,
-    default_prompts,
     digest_bytes,
     model_lock,
     packaged_hint,
     resolve_model,
     tokenizer_bytes,
 )
-from .base import BaseProvider, ProviderInfo
+from .base import BaseProvider, ProviderEntry, ProviderInfo
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -190,3 +190,11 @@ def _load(st: Any, location: str, spec: str, *, device: str | None, backend: str
             f"It is not a folder here and {where}: pass a local folder, or a hub id this machine can fetch."
             + packaged_hint(spec)
         ) from exc
+
+
+SPEC = ProviderEntry(
+    prefix="st", build=SentenceTransformerProvider, options=SentenceTransformerProvider, shared=True,
+    locate=str,
+    fallback=True, aliases={"minilm": DEFAULT_MODEL, "default": DEFAULT_MODEL},
+    summary="any sentence-transformers model: a hub id (packaged copies are used offline) or a folder",
+    example="st:sentence-transformers/all-MiniLM-L6-v2")

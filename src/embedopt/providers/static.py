@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,8 +13,11 @@ import numpy as np
 from .._extras import require
 from ..errors import ConfigError, ModelLoadError
 from ..fingerprint import InputType
-from ._local import digest_bytes, model_lock, tokenizer_bytes
-from .base import BaseProvider, ProviderInfo
+from ._distill import cached_distill, distill
+from ._local import DEFAULT_MODEL, digest_bytes, model_lock, tokenizer_bytes
+from .base import BaseProvider, ProviderEntry, ProviderInfo
+
+__all__ = ["SPEC", "StaticProvider", "cached_distill", "distill", "is_model2vec_folder", "static_location"]
 
 if TYPE_CHECKING:
     from model2vec import StaticModel
@@ -89,3 +93,30 @@ class StaticProvider(BaseProvider):
         with self._lock:
             encoded = self._model.tokenizer.encode_batch(list(texts), add_special_tokens=False)
         return [len(enc.ids) for enc in encoded]
+
+
+def static_location(name: str) -> str:
+    """What ``static:NAME`` loads: a folder or a hub id as given; ``distill`` (or ``distill:SOURCE``) the static
+    model distilled from all-MiniLM-L6-v2 (or SOURCE), distilling it on first use (about 90 s) and caching it."""
+    if name == "distill" or name.startswith("distill:"):
+        return str(cached_distill(name[len("distill:"):] or DEFAULT_MODEL))
+    return name
+
+
+def is_model2vec_folder(path: str) -> bool:
+    try:
+        with open(os.path.join(path, "config.json")) as f:
+            return bool(json.load(f).get("model_type") == "model2vec")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _build(name: str, **options: object) -> StaticProvider:
+    return StaticProvider(static_location(name), **options)  # type: ignore[arg-type]
+
+
+SPEC = ProviderEntry(
+    prefix="static", build=_build, options=StaticProvider, shared=True, claims=is_model2vec_folder,
+    locate=static_location,
+    summary="a model2vec static model: a folder, a hub id, or distill[:SOURCE] (distilled once, cached)",
+    example="static:distill")

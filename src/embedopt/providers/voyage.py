@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .._extras import require
-from ..catalog import card
+from ..catalog import API_LIMITS, card
 from ..errors import ConfigError, EmbedOptError, ProviderError
 from ..fingerprint import InputType
 from ..quantization import Precision
 from ._api import APIProvider, PerLoop, api_error, api_key_from, decode_embeddings, parse_retry_after, redact
-from .base import ProviderInfo, ProviderKind
+from .base import Embedded, ProviderEntry, ProviderInfo, ProviderKind
 
 __all__ = ["VOYAGE_DTYPES", "VoyageProvider"]
+
+#: Where the API key comes from when none is given.
+KEY_ENV = "VOYAGE_API_KEY"
 
 #: embedopt precision → Voyage ``output_dtype``. Voyage's int8/uint8 are its own scalar quantization; binary and
 #: ubinary pack 8 dimensions a byte exactly as embedopt (and sentence-transformers) do.
@@ -68,7 +72,7 @@ class VoyageProvider(APIProvider):
                  price_per_1m_tokens: float | None = None, revision: str | None = None, timeout: float = 30.0,
                  max_concurrency: int = 4) -> None:
         require("voyageai", extra="voyage", feature="VoyageProvider")
-        self._key = api_key_from(api_key, "VOYAGE_API_KEY", required=True, provider="Voyage")
+        self._key = api_key_from(api_key, KEY_ENV, required=True, provider="Voyage")
         entry = card(model)
         if output_dimension is not None and entry is not None and entry.matryoshka_dims \
                 and output_dimension not in entry.matryoshka_dims:
@@ -86,9 +90,9 @@ class VoyageProvider(APIProvider):
             revision=revision or f"voyage:{model}" + (f":dim={output_dimension}" if output_dimension else ""),
             dim=int(native),
             kind=kind,
-            max_batch=entry.max_batch if entry else 128,
+            max_batch=entry.max_batch if entry else API_LIMITS["voyage"].max_batch,
             max_tokens=entry.max_tokens if entry else None,
-            max_batch_tokens=entry.max_batch_tokens if entry else 120_000,
+            max_batch_tokens=entry.max_batch_tokens if entry else API_LIMITS["voyage"].max_batch_tokens,
             price_per_1m_tokens=float(price_per_1m_tokens if price_per_1m_tokens is not None
                                       else (entry.price_per_1m_tokens if entry else 0.0)),
             max_concurrency=max_concurrency,
@@ -118,21 +122,23 @@ class VoyageProvider(APIProvider):
     def _map(self, exc: Exception) -> EmbedOptError:
         return voyage_error(exc, self.model, self._key)
 
-    def _parse(self, result: Any, n: int) -> tuple[np.ndarray, int | None]:
+    def _parse(self, result: Any, n: int) -> Embedded:
         try:
             items, tokens = result.embeddings, int(result.total_tokens)
         except (AttributeError, TypeError, ValueError) as exc:
             raise self._map(exc) from None
-        return decode_embeddings(items, n, self._info.dim, provider="voyage", model=self.model), tokens
+        return Embedded(decode_embeddings(items, n, self._info.dim, provider="voyage", model=self.model), tokens)
 
-    def _embed_with_usage(self, texts: list[str], input_type: InputType) -> tuple[np.ndarray, int | None]:
+    def embed(self, texts: list[str], input_type: InputType,
+              token_counts: Sequence[int] | None = None) -> Embedded:
         try:
             result = self.client.embed(**self._kwargs(texts, input_type))
         except Exception as exc:
             raise self._map(exc) from None
         return self._parse(result, len(texts))
 
-    async def _aembed_with_usage(self, texts: list[str], input_type: InputType) -> tuple[np.ndarray, int | None]:
+    async def aembed(self, texts: list[str], input_type: InputType,
+                     token_counts: Sequence[int] | None = None) -> Embedded:
         try:
             result = await self._aclients.get().embed(**self._kwargs(texts, input_type))
         except Exception as exc:
@@ -154,3 +160,8 @@ class VoyageProvider(APIProvider):
             return np.asarray(result.embeddings, dtype=_NUMPY[precision])
         except Exception as exc:
             raise self._map(exc) from None
+
+
+SPEC = ProviderEntry(
+    prefix="voyage", build=VoyageProvider, options=VoyageProvider, key_env=KEY_ENV,
+    summary="Voyage AI's embeddings API", example="voyage:voyage-3")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .flat import QuantizedIndex, Rescore, SearchResult
+from .base import Rescore, SearchResult, VectorStore
+from .flat import QuantizedIndex
 
 if TYPE_CHECKING:
     from .qdrant import QdrantStore
 
-__all__ = ["QdrantStore", "QuantizedIndex", "Rescore", "SearchResult"]
+__all__ = ["QdrantStore", "QuantizedIndex", "Rescore", "SearchResult", "VectorStore"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,13 +1,36 @@
-"""What the retrieval pipeline needs of a store."""
+"""What the retrieval pipeline needs of a store, and what every store shares: the result type and the checks
+of what goes in."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
 
+import numpy as np
+
+from ..errors import DimensionError, InputError
 from ..fingerprint import Fingerprint
-from .flat import Rescore, SearchResult
 
-__all__ = ["VectorStore"]
+__all__ = ["RESCORES", "Rescore", "SearchResult", "VectorStore", "as_ids", "check_counts", "check_vectors"]
+
+Rescore = Literal["int8", "float", "none"]
+RESCORES: tuple[str, ...] = ("int8", "float", "none")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Per query, the ids found (best first) and their scores."""
+
+    ids: list[list[str]]
+    scores: list[np.ndarray]
+    """float32 per query: rescored similarities; with ``rescore='none'`` the shortlist's own score (minus the
+    Hamming distance for binary codes, the prefix similarity for the funnel)."""
+    candidates: int = 0
+    """How many candidates the shortlist kept per query."""
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    payloads: list[list[dict[str, Any]]] | None = None
+    """Per query, the payload of each id, when the store returned them with the search (one round trip);
+    ``None`` when they are to be fetched with :meth:`VectorStore.get_payloads`."""
 
 
 @runtime_checkable
@@ -28,3 +51,32 @@ class VectorStore(Protocol):
 
     def search(self, queries: Any, k: int = 10, *, oversample: float = 4.0,
                rescore: Rescore = "int8") -> SearchResult: ...
+
+
+def check_vectors(vectors: Any, dim: int, holder: str) -> np.ndarray:
+    """``vectors`` (one, or a 2-D batch) as float32 rows of ``dim``; refused with advice otherwise.
+    ``holder`` says what holds ``dim``-d vectors, for the message."""
+    v = np.asarray(vectors, dtype=np.float32)
+    if v.ndim == 1:
+        v = v[None, :]
+    if v.ndim != 2 or v.shape[1] != dim:
+        raise DimensionError(f"vectors are {v.shape[-1]}-d, {holder}; embed with its model and dim")
+    if not np.isfinite(v).all():
+        bad = int(np.flatnonzero(~np.isfinite(v).all(axis=1))[0])
+        raise InputError(f"vector #{bad} contains NaN or infinity; nothing was added", bad)
+    return v
+
+
+def check_counts(ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]] | None) -> None:
+    if len(ids) != len(vectors) or (payloads is not None and len(payloads) != len(vectors)):
+        raise InputError(f"{len(ids)} ids, {len(vectors)} vectors and "
+                         f"{len(payloads) if payloads is not None else len(vectors)} payloads must match")
+
+
+def as_ids(ids: Any) -> list[str]:
+    """``ids`` as a list of non-empty strings without NUL characters, or an InputError naming the bad one."""
+    out = list(ids)
+    for n, i in enumerate(out):
+        if not isinstance(i, str) or not i or "\x00" in i:
+            raise InputError(f"ids must be non-empty strings without NUL characters; id #{n} is {i!r}", n)
+    return out

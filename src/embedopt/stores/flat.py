@@ -17,66 +17,23 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from ..codec import Codec
 from ..errors import ConfigError, DimensionError, InputError
 from ..fingerprint import Fingerprint
-from ..matryoshka import truncate
-from ..quantization import MIN_CALIBRATION_SAMPLES, Calibration, float_int8_scores, quantize
+from ..quantization import MIN_CALIBRATION_SAMPLES, Calibration, float_int8_scores
 from ._scan import BinaryScan, FloatScan
+from .base import RESCORES, Rescore, SearchResult, as_ids, check_counts, check_vectors
 
 __all__ = ["QuantizedIndex", "Rescore", "SearchResult"]
 
-Rescore = Literal["int8", "float", "none"]
-_RESCORES: tuple[str, ...] = ("int8", "float", "none")
 _FORMAT = "embedopt.quantized-index"
 _VERSION = 1
 log = logging.getLogger("embedopt.stores")
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """Per query, the ids found (best first) and their scores."""
-
-    ids: list[list[str]]
-    scores: list[np.ndarray]
-    """float32 per query: rescored similarities; with ``rescore='none'`` the shortlist's own score (minus the
-    Hamming distance for binary codes, the prefix similarity for the funnel)."""
-    candidates: int = 0
-    """How many candidates the shortlist kept per query."""
-    timings_ms: dict[str, float] = field(default_factory=dict)
-
-
-def check_vectors(vectors: Any, dim: int, holder: str) -> np.ndarray:
-    """``vectors`` (one, or a 2-D batch) as float32 rows of ``dim``; refused with advice otherwise.
-    ``holder`` says what holds ``dim``-d vectors, for the message."""
-    v = np.asarray(vectors, dtype=np.float32)
-    if v.ndim == 1:
-        v = v[None, :]
-    if v.ndim != 2 or v.shape[1] != dim:
-        raise DimensionError(f"vectors are {v.shape[-1]}-d, {holder}; embed with its model and dim")
-    if not np.isfinite(v).all():
-        bad = int(np.flatnonzero(~np.isfinite(v).all(axis=1))[0])
-        raise InputError(f"vector #{bad} contains NaN or infinity; nothing was added", bad)
-    return v
-
-
-def check_counts(ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]] | None) -> None:
-    if len(ids) != len(vectors) or (payloads is not None and len(payloads) != len(vectors)):
-        raise InputError(f"{len(ids)} ids, {len(vectors)} vectors and "
-                         f"{len(payloads) if payloads is not None else len(vectors)} payloads must match")
-
-
-def _as_ids(ids: Any) -> list[str]:
-    out = list(ids)
-    for n, i in enumerate(out):
-        if not isinstance(i, str) or not i or "\x00" in i:
-            raise InputError(f"ids must be non-empty strings without NUL characters; id #{n} is {i!r}", n)
-    return out
 
 
 def _first_calibration(v: np.ndarray, fingerprint_id: str) -> Calibration:
@@ -135,11 +92,14 @@ class QuantizedIndex:
         self._dead = 0  # rows deleted but still in the arrays (tombstones), kept so search need not count them
         self._order = np.zeros(0, dtype=np.int64)  # ids sorted; among equal ids, older rows first
         self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
+        self._pending_rows: dict[str, int] = {}  # id -> offset among the pending rows (the newest wins)
+        self._pending_n = 0
+        self._pending_dead: list[int] = []  # offsets of pending rows replaced before they were flushed
         self._path: Path | None = None
 
     # ------------------------------------------------------------------------------------------- describe
     def __len__(self) -> int:
-        return len(self._alive) - self._dead + sum(len(p[0]) for p in self._pending)
+        return len(self._alive) - self._dead + self._pending_n - len(self._pending_dead)
 
     def __contains__(self, id_: object) -> bool:
         return isinstance(id_, str) and bool(self._rows([id_])[0] >= 0)
@@ -167,13 +127,14 @@ class QuantizedIndex:
         return check_vectors(vectors, self.dim, f"this index holds {self.dim}-d vectors of {self.fingerprint.id}")
 
     def _codes(self, v: np.ndarray) -> np.ndarray:
+        """What the shortlist scans: sign bits, or the renormalized Matryoshka prefix of the funnel."""
         if isinstance(self._scan, BinaryScan):
-            return quantize(v, "ubinary")
-        return truncate(v, self._scan.dim)
+            return Codec(self.dim, precision="ubinary").derive(v)
+        return Codec(self._scan.dim).derive_float(v)
 
     def add(self, ids: Any, vectors: Any, payloads: list[dict[str, Any]] | None = None) -> None:
         """Add vectors under ``ids``; an id already present is replaced. Payloads must be JSON-serializable."""
-        id_list = _as_ids(ids)
+        id_list = as_ids(ids)
         v = self._check(vectors)
         check_counts(id_list, v, payloads)
         if len(set(id_list)) != len(id_list):
@@ -186,14 +147,30 @@ class QuantizedIndex:
                     raise InputError(f"payload #{n} is not JSON-serializable ({exc}); nothing was added", n) from exc
         if self.calibration is None:
             self.calibration = _first_calibration(v, self.fingerprint.id)
-        int8 = quantize(v, "int8", calibration=self.calibration)
-        self.delete([i for i in id_list if i in self])  # re-adding an id replaces it
+        int8 = Codec(self.dim, precision="int8", calibration=self.calibration).derive(v)
+        # Re-adding an id replaces it: its flushed row becomes a tombstone, a pending row is marked to become one
+        # when the buffer is flushed. Nothing here flushes the buffer.
+        self._kill(self._rows(id_list, flush=False))
+        for n, i in enumerate(id_list):
+            old = self._pending_rows.get(i)
+            if old is not None:
+                self._pending_dead.append(old)
+            self._pending_rows[i] = self._pending_n + n
+            self.payloads.pop(i, None)
+        self._pending_n += len(id_list)
         self._pending.append((np.array([i.encode() for i in id_list]), int8,
                               v.astype(np.float16) if self._f16 is not None else None))
         self._scan.add(self._codes(v))
         for i, p in zip(id_list, payloads or [{}] * len(id_list), strict=True):
             if p:
                 self.payloads[i] = dict(p)
+
+    def _kill(self, rows: np.ndarray) -> int:
+        """Tombstone flushed ``rows`` (``-1`` entries are skipped); returns how many."""
+        hit = np.unique(rows[rows >= 0])
+        self._alive[hit] = False
+        self._dead += len(hit)
+        return len(hit)
 
     def _flush(self) -> None:
         if not self._pending:
@@ -206,16 +183,21 @@ class QuantizedIndex:
         self._pending = []
         self._path = None  # the vectors were copied into RAM; save() maps them again
         ids = np.concatenate([self._ids, new_ids])
+        alive = np.ones(len(new_ids), dtype=bool)
+        alive[self._pending_dead] = False
+        self._dead += len(self._pending_dead)
+        self._pending_rows, self._pending_n, self._pending_dead = {}, 0, []
         # Merge the new ids into the sorted order: equal ids go after the older rows (side="right").
         new_order = start + np.argsort(new_ids, kind="stable")
         at = np.searchsorted(ids[: start], ids[new_order], side="right", sorter=self._order)
         self._order = np.insert(self._order, at, new_order)
         self._ids = ids
-        self._alive = np.concatenate([self._alive, np.ones(len(new_ids), dtype=bool)])
+        self._alive = np.concatenate([self._alive, alive])
 
-    def _rows(self, ids: list[str]) -> np.ndarray:
-        """Row of each id, or -1 when absent or deleted."""
-        self._flush()
+    def _rows(self, ids: list[str], *, flush: bool = True) -> np.ndarray:
+        """Row of each id, or -1 when absent or deleted (``flush=False``: among the flushed rows only)."""
+        if flush:
+            self._flush()
         if not len(self._ids):
             return np.full(len(ids), -1, dtype=np.int64)
         keys = np.array([i.encode() for i in ids])
@@ -226,15 +208,12 @@ class QuantizedIndex:
 
     def delete(self, ids: Any) -> int:
         """Delete ``ids`` (unknown ids are ignored); returns how many were deleted."""
-        id_list = _as_ids(ids)
+        id_list = as_ids(ids)
         rows = self._rows(id_list)
-        hit = rows[rows >= 0]
-        self._alive[hit] = False
-        self._dead += len(hit)
         for i, r in zip(id_list, rows, strict=True):
             if r >= 0:
                 self.payloads.pop(i, None)
-        return len(hit)
+        return self._kill(rows)
 
     def get_payloads(self, ids: list[str]) -> list[dict[str, Any]]:
         return [self.payloads.get(i, {}) for i in ids]
@@ -248,8 +227,8 @@ class QuantizedIndex:
             raise ConfigError(f"k must be a positive int, got {k!r}")
         if oversample < 1:
             raise ConfigError(f"oversample must be >= 1, got {oversample}")
-        if rescore not in _RESCORES:
-            raise ConfigError(f"rescore must be one of {_RESCORES}, got {rescore!r}")
+        if rescore not in RESCORES:
+            raise ConfigError(f"rescore must be one of {RESCORES}, got {rescore!r}")
         if rescore == "float" and self._f16 is None:
             raise ConfigError("rescore='float' needs the float16 vectors: build the index with keep_float=True")
         self._flush()

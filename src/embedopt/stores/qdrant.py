@@ -22,7 +22,7 @@ from .._extras import require
 from ..errors import ConfigError, DimensionError
 from ..fingerprint import Fingerprint
 from ..matryoshka import truncate
-from .flat import Rescore, SearchResult, _as_ids, check_counts, check_vectors
+from .base import Rescore, SearchResult, as_ids, check_counts, check_vectors
 
 __all__ = ["QdrantStore"]
 
@@ -165,7 +165,7 @@ class QdrantStore:
 
     def add(self, ids: Any, vectors: Any, payloads: list[dict[str, Any]] | None = None) -> None:
         """Upsert vectors under ``ids`` (an id already present is replaced)."""
-        id_list = _as_ids(ids)
+        id_list = as_ids(ids)
         v = self._check(vectors)
         check_counts(id_list, v, payloads)
         m = self._m
@@ -178,7 +178,7 @@ class QdrantStore:
             self.client.upsert(self.name, points=points[at: at + _BATCH], wait=True)
 
     def delete(self, ids: Any) -> int:
-        id_list = _as_ids(ids)
+        id_list = as_ids(ids)
         present = self.client.retrieve(self.name, ids=[_point_id(i) for i in id_list], with_payload=False)
         if present:
             self.client.delete(self.name, points_selector=self._m.PointIdsList(points=[p.id for p in present]),
@@ -188,7 +188,7 @@ class QdrantStore:
     def get_payloads(self, ids: list[str]) -> list[dict[str, Any]]:
         found = {p.payload.get(_ID_KEY): p.payload for p in
                  self.client.retrieve(self.name, ids=[_point_id(i) for i in ids], with_payload=True)}
-        return [{k: v for k, v in (found.get(i) or {}).items() if k != _ID_KEY} for i in ids]
+        return [_user_payload(found.get(i)) for i in ids]
 
     # ------------------------------------------------------------------------------------------- search
     def _filter(self, where: Mapping[str, Any] | None) -> Any:
@@ -227,7 +227,7 @@ class QdrantStore:
                 prefetch = m.Prefetch(query=truncate(row, funnel).tolist(), using=f"mrl{funnel}", limit=limit,
                                       filter=flt)
             requests.append(m.QueryRequest(query=row.tolist(), using="full", limit=k, filter=flt, params=params,
-                                           prefetch=prefetch, with_payload=[_ID_KEY]))
+                                           prefetch=prefetch, with_payload=True))
         started = time.perf_counter()
         with warnings.catch_warnings():
             if self.local:  # local mode says once per call that it ignores search_params; the class docstring says so
@@ -235,4 +235,10 @@ class QdrantStore:
             answers = self.client.query_batch_points(self.name, requests=requests)
         ids = [[str(p.payload[_ID_KEY]) for p in a.points] for a in answers]
         scores = [np.asarray([p.score for p in a.points], dtype=np.float32) for a in answers]
-        return SearchResult(ids, scores, limit, {"search": (time.perf_counter() - started) * 1e3})
+        payloads = [[_user_payload(p.payload) for p in a.points] for a in answers]
+        return SearchResult(ids, scores, limit, {"search": (time.perf_counter() - started) * 1e3}, payloads)
+
+
+def _user_payload(payload: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A point's payload without the key embedopt keeps its id under."""
+    return {k: v for k, v in (payload or {}).items() if k != _ID_KEY}

@@ -1,5 +1,5 @@
-"""Show a grid's results: a table in the terminal (rich when installed) and a PNG plot of quality against bytes
-per vector and against query latency, with each model's float32 baseline marked."""
+"""Reports: a grid's results as a table in the terminal (rich when installed) and a PNG plot of quality against
+bytes per vector and against query latency, with each model's float32 baseline marked; a drift history plot."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from .._extras import require
-from .runner import GridResult, Row
+from .evaluate import GridResult, Row
 
-__all__ = ["plot", "pyplot", "save_figure", "table"]
+__all__ = ["plot", "plot_history", "pyplot", "save_figure", "table"]
 
 _COLUMNS = ("model", "dim", "stored as", "bytes/vec", "NDCG@10", "kept", "R@100", "MRR@10", "MAP@100", "ms/query")
 
@@ -98,3 +98,26 @@ def plot(result: GridResult, path: str | os.PathLike[str]) -> Path:
     fig.suptitle(f"{result.dataset}: quality against cost (labels: dims)")
     fig.tight_layout()
     return save_figure(fig, path, dpi=110)
+
+
+def plot_history(history: list[dict[str, Any]], path: str | os.PathLike[str], *, title: str = "") -> Path:
+    """One panel per recorded figure over batches, alerts marked in red."""
+    plt = pyplot("embedopt drift report --plot")
+
+    keys = [k for k in history[0] if k not in ("batch", "ts", "fingerprint", "n", "alerts")
+            and any(h.get(k) is not None for h in history)] if history else []
+    fig, axes = plt.subplots(len(keys) or 1, 1, figsize=(10, 2.2 * max(1, len(keys))), sharex=True, squeeze=False)
+    for ax, key in zip(axes[:, 0], keys, strict=False):
+        xs = [h["batch"] for h in history if h.get(key) is not None]
+        ys = [h[key] for h in history if h.get(key) is not None]
+        ax.plot(xs, ys, marker=".", linewidth=1)
+        bad = [(h["batch"], h[key]) for h in history if any(a["metric"] == key for a in h["alerts"])]
+        if bad:
+            ax.scatter(*zip(*bad, strict=True), color="red", zorder=3, label="alert")
+            ax.legend(fontsize=8)
+        ax.set_ylabel(key, fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("batch")
+    fig.suptitle(title or "embedding drift")
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=100)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from embedopt.cache import CorruptEntry, decode_vector, encode_vector
-from embedopt.cache.codec import FORMAT_VERSION
+from embedopt.cache.entry import FORMAT_VERSION
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=32)
 

@@ -9,20 +9,15 @@ import os
 import time
 from pathlib import Path
 
-from ._extras import require
-from ._files import atomic_folder
-from .errors import ConfigError, ModelLoadError
-from .providers._local import DEFAULT_MODEL, packaged_hint, resolve_model
+from .._extras import require
+from .._files import atomic_folder, cache_dir
+from ..errors import ConfigError, ModelLoadError
+from ._local import DEFAULT_MODEL, packaged_hint, resolve_model
 
-__all__ = ["cache_dir", "cached_distill", "distill"]
+__all__ = ["cached_distill", "distill"]
 
 logger = logging.getLogger(__name__)
 _META = "embedopt-distill.json"
-
-
-def cache_dir() -> Path:
-    """Where embedopt keeps what it builds: ``$EMBEDOPT_HOME``, else ``~/.cache/embedopt``."""
-    return Path(os.environ.get("EMBEDOPT_HOME") or Path.home() / ".cache" / "embedopt")
 
 
 def distill(model: str | os.PathLike[str] = DEFAULT_MODEL, output_dir: str | os.PathLike[str] | None = None, *,

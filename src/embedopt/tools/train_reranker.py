@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .._extras import require
-from .._files import atomic_folder
-from ..distill import cache_dir
+from .._files import atomic_folder, cache_dir
 from ..errors import ConfigError
 from ..eval.beir import BeirDataset, load_beir
 from ..providers._local import DEFAULT_MODEL, resolve_model
@@ -54,9 +53,9 @@ class TrainSettings:
 def beir_pairs(data: BeirDataset, *, max_queries: int, negatives: int, seed: int = 0) -> list[Pair]:
     """Labelled pairs from a BEIR dataset: each sampled query with its relevant documents (1.0) and the
     ``negatives`` nearest non-relevant documents under the distilled static model (0.0)."""
-    from ..distill import cached_distill
     from ..embedder import Embedder
     from ..providers import StaticProvider
+    from ..providers._distill import cached_distill
 
     rng = random.Random(seed)
     qids = [q for q in data.query_ids if any(s > 0 for s in data.qrels[q].values())]

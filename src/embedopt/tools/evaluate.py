@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from ..codec import Codec
 from ..errors import ConfigError
-from ..matryoshka import truncate
-from ..quantization import Calibration, bytes_per_vector, float_int8_scores, quantize
-from .beir import BeirDataset, load_beir
-from .metrics import evaluate, top_k
+from ..eval.beir import BeirDataset, load_beir
+from ..eval.metrics import evaluate, top_k
+from ..quantization import Calibration, bytes_per_vector, float_int8_scores
 
 __all__ = ["GridResult", "Row", "default_dims", "run_grid"]
 
@@ -105,8 +105,9 @@ def _searches(docs: np.ndarray, precision: str, oversample: float | None) -> Sea
     if precision == "float16":
         d16 = docs.astype(np.float16)
         return _scored(lambda q: (q.astype(np.float16) @ d16.T).astype(np.float32))
-    cal = Calibration.fit(docs)
-    codes = quantize(docs, "int8", calibration=cal)
+    int8 = Codec(docs.shape[1], precision="int8", calibration=Calibration.fit(docs))
+    cal, codes = int8.calibration, int8.derive(docs)
+    assert cal is not None
     if precision == "int8":
         return _scored(lambda q: float_int8_scores(q, codes, cal))
     from ..fingerprint import Fingerprint
@@ -162,7 +163,8 @@ def run_grid(dataset: str | os.PathLike[str] | BeirDataset, *, models: Sequence[
         for dim in (dims or default_dims(native)):
             if dim > native:
                 continue
-            docs, queries = truncate(full_docs, dim), truncate(full_queries, dim)
+            truncated = Codec(dim)
+            docs, queries = truncated.derive_float(full_docs), truncated.derive_float(full_queries)
             for precision in precisions:
                 for over in (oversample if precision == "binary" else [None]):
                     if precision == "binary" and dim % 8:

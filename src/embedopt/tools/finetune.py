@@ -36,7 +36,6 @@ import math
 import os
 import random
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -45,13 +44,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ._extras import require
-from ._files import atomic_folder, atomic_write_text
-from .distill import cache_dir
-from .errors import ConfigError
-from .eval.beir import BeirDataset, load_beir
-from .providers import local_model
-from .providers._local import resolve_model
+from .._extras import require
+from .._files import atomic_folder, atomic_write_text, cache_dir
+from .._sqlite import connect
+from ..errors import ConfigError
+from ..eval.beir import BeirDataset, load_beir
+from ..providers._local import resolve_model
+from ..specs import local_model, parse_model
 
 __all__ = ["Document", "FinetuneReport", "FinetuneSettings", "LLMQueryWriter", "Pair", "finetune",
            "heuristic_pairs", "load_documents", "split_documents", "train"]
@@ -240,16 +239,12 @@ class LLMQueryWriter:
         self._key = key
         self._client = openai.OpenAI(api_key=key, base_url=base_url, timeout=timeout, max_retries=max_retries)
         self._db_path = Path(cache_path) if cache_path else cache_dir() / "llm-queries.sqlite3"
-        self._db_path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        with self._db() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, queries TEXT NOT NULL)")
+        self._db = connect(self._db_path, schema="CREATE TABLE IF NOT EXISTS answers "
+                                                 "(key TEXT PRIMARY KEY, queries TEXT NOT NULL)")
 
     def __repr__(self) -> str:
         return f"LLMQueryWriter(model={self.model!r}, base_url={str(self._client.base_url)!r})"
-
-    def _db(self) -> sqlite3.Connection:
-        return sqlite3.connect(self._db_path, timeout=30)
 
     def _prompt(self, doc: Document) -> str:
         return _LLM_PROMPT.format(n=self.queries_per_doc, doc=doc.full_text[: self.max_chars])
@@ -257,13 +252,13 @@ class LLMQueryWriter:
     def _ask(self, doc: Document) -> list[str]:
         prompt = self._prompt(doc)
         key = hashlib.sha256(json.dumps([self.model, prompt]).encode()).hexdigest()
-        with self._lock, self._db() as db:
-            row = db.execute("SELECT queries FROM answers WHERE key = ?", (key,)).fetchone()
+        with self._lock:
+            row = self._db.execute("SELECT queries FROM answers WHERE key = ?", (key,)).fetchone()
         if row is not None:
             return list(json.loads(row[0]))
         import openai
 
-        from .providers._api import api_error
+        from ..providers._api import api_error
 
         resume = f" on document {doc.id!r}. Pairs made so far are cached: run again to resume"
         try:
@@ -278,8 +273,8 @@ class LLMQueryWriter:
                             secret=self._key) from None
         queries = [re.sub(r"^\s*(?:[-*•]|\d+[.)])\s*", "", line).strip().strip('"') for line in content.splitlines()]
         queries = [_words(q, 32) for q in queries if len(q.split()) >= 2][: self.queries_per_doc]
-        with self._lock, self._db() as db:
-            db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?)", (key, json.dumps(queries)))
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?)", (key, json.dumps(queries)))
         return queries
 
     def pairs(self, docs: Sequence[Document], *, show_progress: bool = True) -> list[Pair]:
@@ -318,7 +313,7 @@ def _batches(pairs: Sequence[Pair], batch_size: int, rng: random.Random) -> list
 
 
 def _matryoshka_dims(native: int, dims: Sequence[int] | None) -> list[int]:
-    from .eval.runner import default_dims
+    from .evaluate import default_dims
 
     chosen = sorted({int(d) for d in (dims or default_dims(native))}, reverse=True)
     bad = [d for d in chosen if not 0 < d <= native]
@@ -498,7 +493,7 @@ def held_out(source: str | os.PathLike[str], test_docs: Sequence[Document], *, s
 
 
 def _ndcg_by_dim(model: str, ds: BeirDataset, dims: Sequence[int], cache: str | None) -> dict[int, float]:
-    from .eval.runner import run_grid
+    from .evaluate import run_grid
 
     result = run_grid(ds, models=[model], dims=dims, precisions=("float32",), oversample=(None,), cache=cache,
                       latency_queries=1, show_progress=False)
@@ -506,7 +501,7 @@ def _ndcg_by_dim(model: str, ds: BeirDataset, dims: Sequence[int], cache: str | 
 
 
 def _docs_per_second(model: str, texts: list[str]) -> float:
-    from .embedder import Embedder
+    from ..embedder import Embedder
 
     embedder = Embedder.from_spec(model, cache=None, show_progress=False)
     best = math.inf
@@ -529,7 +524,7 @@ def finetune(source: str | os.PathLike[str], output_dir: str | os.PathLike[str],
     ``reference`` names a second model spec scored at the same dims and timed beside both (the transformer,
     when training a static model). The report is also written to ``output_dir/finetune-report.json``.
     """
-    from .embedder import Embedder
+    from ..embedder import Embedder
 
     say = log or (lambda _m: None)
     s = settings or TRANSFORMER
@@ -540,7 +535,7 @@ def finetune(source: str | os.PathLike[str], output_dir: str | os.PathLike[str],
     else:
         pairs, pair_source = heuristic_pairs(train_docs, per_doc=s.per_doc, seed=s.seed), "heuristic"
     say(f"{len(train_docs)} training documents -> {len(pairs)} {pair_source} pairs; {len(test_docs)} held out")
-    kind = local_model(base)[0]
+    kind = "static" if parse_model(base).prefix == "static" else "sentence-transformers"
     native = Embedder.from_spec(base, cache=None, show_progress=False).native_dim
     dims = sorted({d for d in (eval_dims or [native, 256, 128, 64]) if d <= native}, reverse=True)
     ds = held_out(source, test_docs, seed=s.seed)

@@ -19,16 +19,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
-from .._breaker import CircuitBreaker
-from ..errors import ConfigError, InputError
-from .codec import CorruptEntry, decode_vector, encode_vector
+from ._breaker import CircuitBreaker
+from .cache.entry import decode_vector, encode_vector
+from .errors import ConfigError, CorruptEntry, InputError
 
 if TYPE_CHECKING:
-    from ..embedder import Embedder
+    from .embedder import Embedder
 
 __all__ = ["DEFAULT_THRESHOLD", "MemorySemanticBackend", "RedisSemanticBackend", "SemanticCache", "SemanticHit"]
 
@@ -139,7 +140,7 @@ class RedisSemanticBackend:
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "", max_entries: int = 10_000,
                  timeout: float = 0.5, client: Any = None, **options: Any) -> None:
-        from .redis import RedisTier
+        from .cache.redis import RedisTier
 
         # RedisTier owns URL checks, redaction and client creation; reuse it rather than repeat it.
         self._tier = RedisTier(url, prefix=prefix, timeout=timeout, client=client, **options)
@@ -314,17 +315,11 @@ class SemanticCache:
     # --------------------------------------------------------------------------------------------- helpers
     def _guard(self, call: Callable[..., T], *args: Any) -> tuple[bool, T | None]:
         """Run a backend call; a failing backend is a miss (lookups) or a dropped entry (stores), never an error."""
-        if not self._breaker.allow():
-            return False, None
-        try:
-            result = call(*args)
-        except Exception as exc:
-            with self._lock:
-                self.errors += 1
-            self._breaker.failure(exc)
-            return False, None
-        self._breaker.success()
-        return True, result
+        return self._breaker.guard(partial(call, *args), on_error=self._count_error)
+
+    def _count_error(self, _exc: Exception) -> None:
+        with self._lock:
+            self.errors += 1
 
     def _add(self, namespace: str, entry: _Entry, ttl: float | None) -> None:
         ok, _ = self._guard(self.backend.add, namespace, entry, ttl)

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from embedopt.cli import main
-from embedopt.eval.report import plot, table
-from embedopt.eval.runner import default_dims, run_grid
+from embedopt.tools.evaluate import default_dims, run_grid
+from embedopt.tools.report import plot, table
 
 from .conftest import SAMPLE
 

@@ -19,6 +19,8 @@ import zlib
 
 import numpy as np
 
+from ..errors import CorruptEntry, InputError
+
 __all__ = ["FORMAT_VERSION", "CorruptEntry", "decode_vector", "encode_vector"]
 
 FORMAT_VERSION = 1
@@ -29,15 +31,11 @@ _HEADER = struct.Struct("<2sBBI")
 _CRC = struct.Struct("<I")
 
 
-class CorruptEntry(ValueError):
-    """A stored value that cannot be trusted (truncated, bad checksum, other format). Tiers treat it as a miss."""
-
-
 def encode_vector(vector: np.ndarray) -> bytes:
     """One 1-d vector → bytes (float32; other float dtypes are converted)."""
     arr = np.asarray(vector)
     if arr.ndim != 1:
-        raise ValueError(f"expected a 1-d vector, got shape {arr.shape}")
+        raise InputError(f"expected a 1-d vector, got shape {arr.shape}; encode one vector at a time")
     body = _HEADER.pack(_MAGIC, FORMAT_VERSION, _FLOAT32, arr.shape[0]) + arr.astype("<f4", copy=False).tobytes()
     return body + _CRC.pack(zlib.crc32(body))
 
