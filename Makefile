@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.embedopt-installed
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test lint bench reranker finetune base-check install services clean
+.PHONY: demo test lint docs bench reranker finetune base-check install services js js-tools clean
 
 # apt-get needs root: use sudo when not root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -30,13 +30,32 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
+# The documentation site (docs/, and the API reference generated from the docstrings) into site/. --strict: a
+# broken link, or a docstring reference that points nowhere, fails the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
+
 # The tests start their own redis-server (Debian's package) on free loopback ports; install it when missing.
 services:
 	@command -v redis-server >/dev/null 2>&1 || [ -x /usr/sbin/redis-server ] || { \
 	  echo "redis-server is missing: installing Debian's redis-server package"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 
-test: lint services
+# The JavaScript loader of exported static models (js/) and its parity tests need Node.js and, for the browser
+# test, Debian's chromium; node_modules comes from the committed lock file (install scripts off: onnxruntime-node's
+# would fetch CUDA files, and its CPU binaries ship in the package).
+js-tools:
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+js/node_modules/.package-lock.json: js/package-lock.json | js-tools
+	cd js && npm ci --ignore-scripts --no-audit --no-fund
+
+js: js/node_modules/.package-lock.json
+
+test: lint services js
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # No trained cross-encoder ships in a package: train one from the packaged MiniLM weights on debian-packages
@@ -61,6 +80,7 @@ bench: $(STAMP) services reranker
 	$(BIN)/python bench/hamming.py
 	$(BIN)/python bench/retrieval_quality.py
 	$(BIN)/python bench/search.py
+	$(BIN)/python bench/static_js.py
 	$(BIN)/python bench/summary.py
 
 # The base install needs numpy only: install it alone in a second venv, import it, and check that a feature

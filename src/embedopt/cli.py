@@ -1,4 +1,5 @@
-"""``embedopt`` command line: embed, distill, finetune, eval, indexes and migration, drift, cache, models, costs."""
+"""``embedopt`` command line: embed, distill, finetune, eval, export, indexes and migration, drift, cache, specs,
+models, costs."""
 
 from __future__ import annotations
 
@@ -180,6 +181,30 @@ def _cmd_drift_report(args: argparse.Namespace) -> int:
             out = Path(args.plot) if len(names) == 1 else Path(args.plot).with_stem(f"{Path(args.plot).stem}-{name}")
             print(f"plot: {plot_history(history, out, title=f'drift: {name}')}", file=sys.stderr)
         monitor.close()
+    return 0
+
+
+def _cmd_export_static(args: argparse.Namespace) -> int:
+    from .providers.static import StaticProvider
+    from .specs import load_provider
+    from .tools.export_static import export_static
+
+    provider = load_provider(args.model)
+    if not isinstance(provider, StaticProvider):
+        raise ConfigError(f"export static needs a static model (-m static:FOLDER or static:distill), not {args.model!r}")
+    m = export_static(provider, args.output, format=args.format, int8=args.int8)
+    space = m["space"]
+    print(f"{args.output}: {'same space as the source' if space['same_as_source'] else 'its own space'} "
+          f"(revision {space['revision']}); model.onnx {m['files']['model.onnx']['bytes']:,} bytes; "
+          f"largest difference from the source {m['verification']['max_abs_diff']:.2g}")
+    return 0
+
+
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    from .tools.export_onnx import export_onnx
+
+    m = export_onnx(args.model, args.output, quantize=args.quantize, scheme=args.scheme, optimize=args.optimize)
+    print(json.dumps(m, indent=2))
     return 0
 
 
@@ -473,6 +498,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default=None, help="the history file (default: $EMBEDOPT_HOME/drift.sqlite3)")
     p.add_argument("--plot", default=None, help="write a PNG plot here")
     p.set_defaults(func=_cmd_drift_report)
+
+    export = sub.add_parser("export", help="export a model for torch-free inference (onnx) or for Node and browsers "
+                            "(static)")
+    esub = export.add_subparsers(dest="export_command", required=True)
+    p = esub.add_parser("onnx", help="a sentence-transformers model (transformer, pooling, normalization) as ONNX, "
+                        "verified against the source; serve it with -m onnx:DIR")
+    p.add_argument("-m", "--model", default="minilm", help="a local sentence-transformers model: " + _MODEL_HELP)
+    p.add_argument("-o", "--output", required=True, help="the folder to write")
+    p.add_argument("--quantize", choices=("int8",), default=None, help="int8 weights (its own embedding space)")
+    p.add_argument("--scheme", default=None, help="the int8 scheme (default: the best measured one)")
+    p.add_argument("--optimize", action="store_true", help="fuse the graph with onnxruntime's optimizer")
+    p.set_defaults(func=_cmd_export_onnx)
+    p = esub.add_parser("static", help="a static model as ONNX + tokenizer.json, for the JavaScript loader in js/")
+    p.add_argument("-m", "--model", default="static:distill", help="a static model: static:FOLDER or static:distill")
+    p.add_argument("-o", "--output", required=True, help="the folder to write")
+    p.add_argument("--format", choices=("onnx",), default="onnx")
+    p.add_argument("--int8", action="store_true", help="an int8 token table with a scale per row (about half "
+                   "the size of the float16 table; its own embedding space)")
+    p.set_defaults(func=_cmd_export_static)
 
     p = sub.add_parser("build-index", help="build a versioned embedded index (version v1) from a BEIR-format corpus")
     p.add_argument("dataset", help="a BEIR-format folder; its corpus is indexed")
