@@ -92,4 +92,4 @@ base-check:
 	.venv-base/bin/python tests/base_install_check.py
 
 clean:
-	rm -rf $(VENV) .venv-base build *.egg-info src/*.egg-info
+	rm -rf $(VENV) .venv-base build site *.egg-info src/*.egg-info

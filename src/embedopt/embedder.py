@@ -102,7 +102,7 @@ class Embedder:
             (:class:`~embedopt.providers.SentenceTransformerProvider`, :class:`~embedopt.providers.StaticProvider`,
             :class:`~embedopt.Router`, ...).
         cache: a cache tier or :class:`~embedopt.cache.TieredCache` of full-precision vectors, or a spec for
-            :func:`~embedopt.cache.open_cache` (``"memory,sqlite"``, ``"memory,redis://host:6379/0,sqlite"``);
+            :func:`~embedopt.specs.open_cache` (``"memory,sqlite"``, ``"memory,redis://host:6379/0,sqlite"``);
             ``None`` for no cache. A lone Redis or SQLite tier is wrapped in a TieredCache, so an outage is
             skipped with one warning. With a cache, concurrent calls asking for the same text compute it once.
         dim: Matryoshka dimension of the output (``None``: the model's native dimension).
