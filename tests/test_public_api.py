@@ -44,7 +44,8 @@ PUBLIC: dict[str, list[str]] = {
     "embedopt.stores": ["EdgeStore", "Filter", "HnswConfig", "QdrantStore", "QuantizationConfig", "QuantizedIndex",
                         "Record", "Rescore", "SearchResult", "VectorStore"],
     "embedopt.versioning": ["VersionedIndex", "backfill", "cutover", "plan", "rollback", "shadow", "start", "status"],
-    "langchain_embedopt": ["EmbedOptEmbeddings", "EmbedOptReranker", "EmbedOptRetriever", "EmbedOptSemanticCache"],
+    "langchain_embedopt": ["EmbedOptEmbeddings", "EmbedOptReranker", "EmbedOptRetriever", "EmbedOptSemanticCache",
+                           "EmbedOptVectorStore"],
     "llamaindex_embedopt": ["EmbedOptEmbedding", "EmbedOptRerank", "EmbedOptRetriever"],
 }
 
