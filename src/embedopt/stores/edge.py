@@ -283,11 +283,11 @@ class EdgeStore:
                        np.asarray(p.vector, dtype=np.float32) if with_vectors else None) for p in points]
 
     def search(self, queries: Any, k: int = 10, *, oversample: float | None = None, rescore: Rescore = "int8",
-               where: Filter | None = None, exact: bool = False) -> SearchResult:
+               where: Filter | None = None, exact: bool = False, ef: int | None = None) -> SearchResult:
         """Top ``k`` per query, by the engine: HNSW (or a scan of small segments) over the quantized codes,
         ``k * oversample`` candidates rescored with the original float vectors unless ``rescore="none"``
         (``int8`` and ``float`` both rescore with the originals here). ``where`` is applied during the graph
-        search; ``exact=True`` scans every vector instead (ground truth)."""
+        search; ``exact=True`` scans every vector instead (ground truth); ``ef`` overrides the HNSW beam."""
         q = check_vectors(queries, self.dim, f"{self.root / self.name} holds {self.dim}-d vectors of "
                                              f"{self.fingerprint.id}")
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
@@ -301,7 +301,7 @@ class EdgeStore:
         qe = self._qe
         flt = _edge_filter(where, qe)
         params = self.config.search_params(qe, oversample=oversample, rescore=rescore != "none",
-                                           hnsw_ef=self.hnsw.ef, exact=exact)
+                                           hnsw_ef=ef or self.hnsw.ef, exact=exact)
         requests = [qe.QueryRequest(limit=k, query=qe.Query.Nearest(row.tolist()), filter=flt, params=params,
                                     with_payload=True) for row in q]
         started = time.perf_counter()
