@@ -38,10 +38,10 @@ from _common import DATASETS, ROOT, machine, write_results
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.modules.pop("qdrant_edge", None)
 
-from embedopt import Embedder
-from embedopt.eval import evaluate, load_beir, top_k
-from embedopt.quantization import Calibration, float_int8_scores, quantize
-from embedopt.stores import EdgeStore, HnswConfig, QuantizationConfig, QuantizedIndex
+from embedopt import Embedder  # noqa: E402
+from embedopt.eval import evaluate, load_beir, top_k  # noqa: E402
+from embedopt.quantization import Calibration, float_int8_scores, quantize  # noqa: E402
+from embedopt.stores import EdgeStore, HnswConfig, QuantizationConfig, QuantizedIndex  # noqa: E402
 
 K = 10
 MODELS = {"minilm": "minilm", "static": "static:distill"}

@@ -169,9 +169,63 @@ def folder_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
 
+def _growth_flat(docs: np.ndarray, ids: list[str], fp: Fingerprint, queries: np.ndarray, truth: np.ndarray,
+                 tmp: Path, repeats: int) -> dict:
+    n, row_of, res = len(docs), {i: r for r, i in enumerate(ids)}, {}
+    t0 = time.perf_counter()
+    index = QuantizedIndex(fp, calibration=Calibration.fit(docs[:100_000], fingerprint_id=fp.id), threads=1)
+    for at in range(0, n, 100_000):
+        index.add(ids[at: at + 100_000], docs[at: at + 100_000])
+    index.save(tmp / "flat")
+    build = time.perf_counter() - t0
+    mem = index.memory_bytes()
+    for over in (4, 8):
+        def flat(q: np.ndarray, over: int = over) -> list[list[int]]:
+            return [[row_of[i] for i in hit] for hit in index.search(q, K, oversample=over).ids]
+
+        qps, _ = timed(flat, queries[:300], 1, repeats)
+        _, found = timed(flat, queries, 100, 1)
+        name = f"flat binary + int8 rescore x{over}"
+        res[name] = {"qps_single": round(qps, 1), "recall@10": round(recall_vs(found, truth), 4),
+                     "build_s": round(build, 1), "ram_mb": round((mem["codes"] + mem["ids"]) / 2**20, 1),
+                     "disk_mb": round(folder_mb(tmp / "flat"), 1)}
+        print(n, name, res[name], flush=True)
+    return res
+
+
+def _growth_edge(docs: np.ndarray, ids: list[str], fp: Fingerprint, queries: np.ndarray, truth: np.ndarray,
+                 tmp: Path, repeats: int) -> dict:
+    from embedopt.stores import EdgeStore, HnswConfig, QuantizationConfig
+
+    n, row_of, res = len(docs), {i: r for r, i in enumerate(ids)}, {}
+    before = rss_mb()
+    t0 = time.perf_counter()
+    edge = EdgeStore(fp, tmp / "edge", quantization=QuantizationConfig("binary"),
+                     hnsw=HnswConfig(m=16, ef_construct=100), optimize_after=None, search_threads=1)
+    for at in range(0, n, 10_000):
+        edge.add(ids[at: at + 10_000], docs[at: at + 10_000])
+    loaded = time.perf_counter() - t0
+    edge.optimize()
+    build = time.perf_counter() - t0
+    ram = rss_mb() - before
+    print(n, f"edge loaded in {loaded:.0f} s, built in {build:.0f} s, {edge.info()}", flush=True)
+    for over, ef in ((2, 64), (4, 64), (4, 128), (8, 128), (4, 256)):
+        def hnsw(q: np.ndarray, over: int = over, ef: int = ef) -> list[list[int]]:
+            return [[row_of[i] for i in hit] for hit in edge.search(q, K, oversample=over, ef=ef).ids]
+
+        qps, _ = timed(hnsw, queries[:300], 1, repeats)
+        _, found = timed(hnsw, queries, 100, 1)
+        name = f"qdrant-edge hnsw + binary + rescore x{over} ef{ef}"
+        res[name] = {"qps_single": round(qps, 1), "recall@10": round(recall_vs(found, truth), 4),
+                     "build_s": round(build, 1), "load_s": round(loaded, 1), "ram_mb": round(ram, 1),
+                     "disk_mb": round(folder_mb(tmp / "edge"), 1)}
+        print(n, name, res[name], flush=True)
+    edge.close()
+    return res
+
+
 def growth(args: argparse.Namespace) -> dict:
     from embedopt import Embedder
-    from embedopt.stores import EdgeStore, HnswConfig, QuantizationConfig
 
     sizes = sorted(args.growth_sizes)
     texts = text_units(max(sizes))
@@ -185,7 +239,6 @@ def growth(args: argparse.Namespace) -> dict:
                                              "query") for n in ("manpages", "debian-packages")])
     print(f"embedded {vectors.shape} in {time.perf_counter() - started:.0f} s", flush=True)
     fp = embedder.fingerprint("document")
-    single = queries[:300]
     out: dict = {"model": "static (MiniLM distilled, 256-d)", "queries": len(queries), "k": K,
                  "units": "sentences + 6/9/12-word windows (stride 2) of manpages and debian-packages, shuffled",
                  "sizes": {}}
@@ -193,52 +246,10 @@ def growth(args: argparse.Namespace) -> dict:
         docs = vectors[:n]
         truth = np.concatenate([top_k(queries[at: at + 100] @ docs.T, K) for at in range(0, len(queries), 100)])
         ids = [f"u{i}" for i in range(n)]
-        row_of = {i: r for r, i in enumerate(ids)}
         res: dict = {}
         with tempfile.TemporaryDirectory(prefix="embedopt-growth-", dir=args.workdir) as tmp:
-            t0 = time.perf_counter()
-            index = QuantizedIndex(fp, calibration=Calibration.fit(docs[:100_000], fingerprint_id=fp.id), threads=1)
-            for at in range(0, n, 100_000):
-                index.add(ids[at: at + 100_000], docs[at: at + 100_000])
-            index.save(Path(tmp) / "flat")
-            build = time.perf_counter() - t0
-            mem = index.memory_bytes()
-            for over in (4, 8):
-                def flat(q: np.ndarray, over: int = over) -> list[list[int]]:
-                    return [[row_of[i] for i in hit] for hit in index.search(q, K, oversample=over).ids]
-
-                qps, _ = timed(flat, single, 1, args.repeats)
-                _, found = timed(flat, queries, 100, 1)
-                res[f"flat binary + int8 rescore x{over}"] = {
-                    "qps_single": round(qps, 1), "recall@10": round(recall_vs(found, truth), 4),
-                    "build_s": round(build, 1), "ram_mb": round((mem["codes"] + mem["ids"]) / 2**20, 1),
-                    "disk_mb": round(folder_mb(Path(tmp) / "flat"), 1)}
-                print(n, f"flat x{over}", res[f"flat binary + int8 rescore x{over}"], flush=True)
-            del index
-            before = rss_mb()
-            t0 = time.perf_counter()
-            edge = EdgeStore(fp, Path(tmp) / "edge", quantization=QuantizationConfig("binary"),
-                             hnsw=HnswConfig(m=16, ef_construct=100), optimize_after=None, search_threads=1)
-            for at in range(0, n, 10_000):
-                edge.add(ids[at: at + 10_000], docs[at: at + 10_000])
-            loaded = time.perf_counter() - t0
-            edge.optimize()
-            build = time.perf_counter() - t0
-            ram = rss_mb() - before
-            print(n, f"edge loaded in {loaded:.0f} s, built in {build:.0f} s, {edge.info()}", flush=True)
-            for over, ef in ((2, 64), (4, 64), (4, 128), (8, 128), (4, 256)):
-                def hnsw(q: np.ndarray, over: int = over, ef: int = ef) -> list[list[int]]:
-                    return [[row_of[i] for i in hit] for hit in edge.search(q, K, oversample=over, ef=ef).ids]
-
-                qps, _ = timed(hnsw, single, 1, args.repeats)
-                _, found = timed(hnsw, queries, 100, 1)
-                res[f"qdrant-edge hnsw + binary + rescore x{over} ef{ef}"] = {
-                    "qps_single": round(qps, 1), "recall@10": round(recall_vs(found, truth), 4),
-                    "build_s": round(build, 1), "load_s": round(loaded, 1), "ram_mb": round(ram, 1),
-                    "disk_mb": round(folder_mb(Path(tmp) / "edge"), 1)}
-                print(n, f"edge x{over} ef{ef}", res[f"qdrant-edge hnsw + binary + rescore x{over} ef{ef}"],
-                      flush=True)
-            edge.close()
+            res.update(_growth_flat(docs, ids, fp, queries, truth, Path(tmp), args.repeats))
+            res.update(_growth_edge(docs, ids, fp, queries, truth, Path(tmp), args.repeats))
         flat_qps = res["flat binary + int8 rescore x4"]["qps_single"]
         for r in res.values():
             r["qps_single_vs_flat_x4"] = round(r["qps_single"] / flat_qps, 2)
