@@ -72,12 +72,14 @@ def test_persistence_reload_and_settings_kept(tmp_path):
     before = store.search(v[:3], k=5)
     store.flush()
     store.close()
-    again = EdgeStore.open_live(FP, tmp_path / "s")
+    again = EdgeStore.open_live(tmp_path / "s", expect=FP)
     assert again.config == QuantizationConfig("binary", bits=2) and len(again) == 500
     assert again.search(v[:3], k=5).ids == before.ids
     assert again.get(["d7"])[0].payload == {"n": 7}
     with pytest.raises(ConfigError, match="same settings"):
         EdgeStore(FP, tmp_path / "s", quantization="scalar")
+    with pytest.raises(ConfigError, match="another model"):
+        EdgeStore.open_live(tmp_path / "s", expect=OTHER)
     again.close()
 
 
@@ -98,7 +100,7 @@ def test_wal_recovers_points_after_an_unclean_stop(tmp_path):
         os._exit(0)  # no flush, no close: as if killed
     """)
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
-    store = EdgeStore.open_live(FP, tmp_path / "wal")
+    store = EdgeStore.open_live(tmp_path / "wal")
     assert len(store) == 200 and store.get(["w199"])[0].payload == {"n": 199}
     store.close()
 

@@ -35,7 +35,7 @@ PUBLIC: dict[str, list[str]] = {
     "embedopt.quantization": ["MIN_CALIBRATION_SAMPLES", "Calibration", "Precision", "bytes_per_vector", "dequantize",
                               "float_int8_scores", "hamming_distances", "int8_scores", "quantize"],
     "embedopt.rerank": ["CrossEncoderReranker", "RerankResult", "Reranker", "VoyageReranker"],
-    "embedopt.retrieval": ["Hit", "RetrievalResult", "Retriever"],
+    "embedopt.retrieval": ["Hit", "RetrievalResult", "Retriever", "mmr", "mmr_store", "search_store"],
     "embedopt.router": ["POLICIES", "Route", "Router"],
     "embedopt.semantic_cache": ["DEFAULT_THRESHOLD", "MemorySemanticBackend", "RedisSemanticBackend",
                                 "SemanticCache", "SemanticHit"],
@@ -46,7 +46,7 @@ PUBLIC: dict[str, list[str]] = {
     "embedopt.versioning": ["VersionedIndex", "backfill", "cutover", "plan", "rollback", "shadow", "start", "status"],
     "langchain_embedopt": ["EmbedOptEmbeddings", "EmbedOptReranker", "EmbedOptRetriever", "EmbedOptSemanticCache",
                            "EmbedOptVectorStore"],
-    "llamaindex_embedopt": ["EmbedOptEmbedding", "EmbedOptRerank", "EmbedOptRetriever"],
+    "llamaindex_embedopt": ["EmbedOptEmbedding", "EmbedOptRerank", "EmbedOptRetriever", "EmbedOptVectorStore"],
 }
 
 

@@ -20,7 +20,7 @@ from .rerank.base import Reranker, RerankResult
 from .stores.base import Rescore, SearchResult, VectorStore
 from .stores.filters import Filter
 
-__all__ = ["Hit", "RetrievalResult", "Retriever", "mmr"]
+__all__ = ["Hit", "RetrievalResult", "Retriever", "mmr", "mmr_store", "search_store"]
 
 
 def mmr(query: np.ndarray, vectors: np.ndarray, k: int, lambda_mult: float = 0.5) -> list[int]:
@@ -147,9 +147,8 @@ class Retriever:
         return id_list
 
     # ------------------------------------------------------------------------------------------- querying
-    def _search(self, vectors: np.ndarray, k: int, where: Filter | None = None, *,
-                rerank: bool = True) -> SearchResult:
-        want = max(k, self.rerank_candidates or 2 * k) if self.reranker is not None and rerank else k
+    def _search(self, vectors: np.ndarray, k: int, where: Filter | None = None) -> SearchResult:
+        want = max(k, self.rerank_candidates or 2 * k) if self.reranker is not None else k
         if where is None:  # stores without filters (before they took where=) keep working
             return self.store.search(vectors, want, oversample=max(1.0, self.oversample * k / want),
                                      rescore=self.rescore)
@@ -238,20 +237,38 @@ class Retriever:
     def search_vector(self, vector: Any, k: int | None = None, *, where: Filter | None = None) -> list[Hit]:
         """The first stage alone, for a query vector the caller embedded (no reranking: there is no text)."""
         k = self.k if k is None else self._check_k(k)
-        found = self._search(np.asarray(vector, dtype=np.float32)[None, :], k, where, rerank=False)
-        ids, scores, payloads = self._candidates(found, 0)
-        return [Hit(i, s, s, None, p, p.get(self.text_key)) for i, s, p in zip(ids, scores, payloads, strict=True)]
+        return search_store(self.store, vector, k, where=where, oversample=self.oversample, rescore=self.rescore,
+                            text_key=self.text_key)
 
     def mmr_vector(self, vector: Any, k: int | None = None, *, fetch_k: int = 20, lambda_mult: float = 0.5,
                    where: Filter | None = None) -> list[Hit]:
-        """``k`` hits chosen by maximal marginal relevance (:func:`mmr`) among the ``fetch_k`` most similar, with
-        the stored vectors (decoded) standing for the documents; scores stay the similarities to the query."""
+        """``k`` hits chosen by maximal marginal relevance among the ``fetch_k`` most similar (:func:`mmr_store`)."""
         k = self.k if k is None else self._check_k(k)
-        hits = self.search_vector(vector, max(k, fetch_k), where=where)
-        if not hits:
-            return []
-        records = {r.id: r.vector for r in self.store.get([h.id for h in hits], with_vectors=True)
-                   if r.vector is not None}
-        hits = [h for h in hits if h.id in records]
-        chosen = mmr(np.asarray(vector, dtype=np.float32), np.stack([records[h.id] for h in hits]), k, lambda_mult)
-        return [hits[n] for n in chosen]
+        return mmr_store(self.store, vector, k, fetch_k=fetch_k, lambda_mult=lambda_mult, where=where,
+                         oversample=self.oversample, rescore=self.rescore, text_key=self.text_key)
+
+
+def search_store(store: VectorStore, vector: Any, k: int, *, where: Filter | None = None, oversample: float = 4.0,
+                 rescore: Rescore = "int8", text_key: str = "text") -> list[Hit]:
+    """One query vector's top ``k`` in ``store`` as hits with their payloads (for adapters that receive vectors
+    already embedded, as a LlamaIndex vector store does)."""
+    found = store.search(np.asarray(vector, dtype=np.float32)[None, :], k, oversample=oversample, rescore=rescore,
+                         where=where)
+    ids, scores = found.ids[0], [float(s) for s in found.scores[0]]
+    payloads = found.payloads[0] if found.payloads is not None else store.get_payloads(ids)
+    return [Hit(i, s, s, None, p, p.get(text_key)) for i, s, p in zip(ids, scores, payloads, strict=True)]
+
+
+def mmr_store(store: VectorStore, vector: Any, k: int, *, fetch_k: int = 20, lambda_mult: float = 0.5,
+              where: Filter | None = None, oversample: float = 4.0, rescore: Rescore = "int8",
+              text_key: str = "text") -> list[Hit]:
+    """``k`` hits chosen by maximal marginal relevance (:func:`mmr`) among the ``fetch_k`` most similar, with
+    the stored vectors (decoded) standing for the documents; scores stay the similarities to the query."""
+    hits = search_store(store, vector, max(k, fetch_k), where=where, oversample=oversample, rescore=rescore,
+                        text_key=text_key)
+    if not hits:
+        return []
+    records = {r.id: r.vector for r in store.get([h.id for h in hits], with_vectors=True) if r.vector is not None}
+    hits = [h for h in hits if h.id in records]
+    chosen = mmr(np.asarray(vector, dtype=np.float32), np.stack([records[h.id] for h in hits]), k, lambda_mult)
+    return [hits[n] for n in chosen]

@@ -177,15 +177,25 @@ class EdgeStore:
         return before
 
     @classmethod
-    def open_live(cls, fingerprint: Fingerprint, path: str | os.PathLike[str], **options: Any) -> EdgeStore:
-        """The live version under ``path``, opened with the settings it was built with (refused for another
-        space). ``options`` are the runtime ones: ``search_threads``, ``optimize_after``."""
+    def open_live(cls, path: str | os.PathLike[str], *, expect: Fingerprint | None = None,
+                  **options: Any) -> EdgeStore:
+        """The live version under ``path``, opened with the fingerprint and settings it was built with. With
+        ``expect`` (the embedder's document fingerprint), a version of another embedding space is refused.
+        ``options`` are the runtime ones: ``search_threads``, ``optimize_after``."""
         root = Path(path)
-        live = json.loads((root / "LIVE.json").read_text())["live"]
-        meta = json.loads((root / f"{live}.json").read_text())
-        hnsw = HnswConfig(**meta["hnsw"])
-        return cls(fingerprint, root, dim=int(meta["dim"]), quantization=QuantizationConfig.from_dict(
-            meta["quantization"]), hnsw=hnsw, wal=bool(meta["wal"]), **options)
+        try:
+            live = json.loads((root / "LIVE.json").read_text())["live"]
+            meta = json.loads((root / f"{live}.json").read_text())
+            fp = Fingerprint.from_dict(meta["fingerprint"])
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{root} holds no live embedopt EdgeStore ({exc}); build one with EdgeStore(...)") \
+                from exc
+        if expect is not None and expect.space_id != fp.space_id:
+            raise ConfigError(f"{root} serves vectors of {fp.id}, not of {expect.id}: another model or settings. "
+                              "Build a new version beside it (activate=False) and cut over, or query it with the "
+                              "model that built it.")
+        return cls(fp, root, dim=int(meta["dim"]), quantization=QuantizationConfig.from_dict(meta["quantization"]),
+                   hnsw=HnswConfig(**meta["hnsw"]), wal=bool(meta["wal"]), **options)
 
     def __repr__(self) -> str:
         return (f"EdgeStore({str(self.root)!r} -> {self.name}, {self.fingerprint.id}, dim={self.dim}, "
