@@ -9,7 +9,8 @@ settings: float (no quantization), binary without rescoring, binary rescored fro
 oversampling 1, 2 and 4, 1.5-bit and 2-bit binary (without and with rescoring at oversampling 2), int8 scalar
 (without and with rescoring at 2). qdrant-edge builds one shard per quantization (HNSW m=16, ef_construct=100,
 indexing threshold 1 KB so every segment gets its graph and codes; optimize() after the load) and answers every
-query through query_batch for NDCG@10; ms per query is the median of --latency-queries single-query searches.
+query through query_batch for NDCG@10; ms per query is the median of --latency-queries single-query searches,
+with one search thread everywhere (qdrant-edge's search pool, faiss, BLAS).
 QuantizedIndex answers the same settings where it has them: exact float32, binary (Hamming) alone, binary
 rescored with int8 codes and with float16 vectors, and the exact int8 scan; 1.5/2-bit codes it does not have.
 Writes bench/results/qdrant-edge.json. About 4 minutes on 2 vCPUs once the vectors are cached (MiniLM embeds
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one search thread for every engine
+    os.environ.setdefault(_var, "1")
 
 import sys
 
@@ -84,7 +87,7 @@ def edge_rows(docs: np.ndarray, doc_ids: list[str], queries: np.ndarray, qids: l
         if store is None:
             started = time.perf_counter()
             store = EdgeStore(fp, workdir / config.label, quantization=config, hnsw=HnswConfig(),
-                              indexing_threshold_kb=1, optimize_after=None)
+                              indexing_threshold_kb=1, optimize_after=None, search_threads=1)
             for at in range(0, len(docs), 5000):
                 store.add(doc_ids[at: at + 5000], docs[at: at + 5000])
             store.optimize()
