@@ -107,18 +107,15 @@ class EmbedderFields(BaseModel):
     def _embedder_alone_and_key_from_env(cls, values: Any) -> Any:
         if not isinstance(values, dict):
             return values
-        if values.get("embedder") is not None:
-            both = sorted(set(values) & cls.EMBEDDER_FIELDS)
-            if both:
-                raise ConfigError(f"embedder= is a ready Embedder, so {', '.join(both)} would be ignored; pass "
-                                  "either embedder= or the fields that build one, not both")
-            return values
-        if values.get("provider") is not None:
-            both = sorted(set(values) & cls.MODEL_FIELDS)
-            if both:
-                raise ConfigError(f"provider= is a ready model, so {', '.join(both)} would be ignored; pass either "
-                                  "provider= (or wrap()) or the fields that name a model, not both")
-            return values
+        for ready, excluded, what, alternative in (
+                ("embedder", cls.EMBEDDER_FIELDS, "a ready Embedder", "embedder= or the fields that build one"),
+                ("provider", cls.MODEL_FIELDS, "a ready model", "provider= (or wrap()) or the fields that name a model")):
+            if values.get(ready) is not None:
+                both = sorted(set(values) & excluded)
+                if both:
+                    raise ConfigError(f"{ready}= is {what}, so {', '.join(both)} would be ignored; pass either "
+                                      f"{alternative}, not both")
+                return values
         if values.get("api_key") is None:
             spec = values.get("model_name", values.get("model", DEFAULT_MODEL))
             env = parse_model(spec).key_env if isinstance(spec, str) else None

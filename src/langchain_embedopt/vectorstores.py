@@ -100,29 +100,34 @@ class EmbedOptVectorStore(VectorStore):
         if kwargs:
             raise ConfigError(f"{method}() got unexpected arguments {sorted(kwargs)}")
 
+    def _batches(self, texts: Iterable[str], metadatas: list[dict[str, Any]] | None,
+                 ids: Sequence[str | None] | None, batch_size: int | None,
+                 ) -> tuple[list[str], list[tuple[list[str], list[str], list[dict[str, Any]] | None]]]:
+        """The ids (given, or new for texts without one) and the batches of (texts, ids, metadatas) to add."""
+        text_list = list(texts)
+        id_list = self._ids(len(text_list), ids)
+        step = batch_size or max(1, len(text_list))
+        return id_list, [(text_list[at: at + step], id_list[at: at + step],
+                          metadatas[at: at + step] if metadatas is not None else None)
+                         for at in range(0, len(text_list), step)]
+
     def add_texts(self, texts: Iterable[str], metadatas: list[dict[str, Any]] | None = None, *,
                   ids: Sequence[str | None] | None = None, batch_size: int | None = None,
                   **kwargs: Any) -> list[str]:
         """Embed and store ``texts``; an id already present is replaced. Returns the ids."""
         self._no_extra(kwargs, "add_texts")
-        text_list = list(texts)
-        id_list = self._ids(len(text_list), ids)
-        step = batch_size or max(1, len(text_list))
-        for at in range(0, len(text_list), step):
-            self.pipeline.add_texts(text_list[at: at + step], ids=id_list[at: at + step],
-                                    metadatas=metadatas[at: at + step] if metadatas is not None else None)
+        id_list, batches = self._batches(texts, metadatas, ids, batch_size)
+        for chunk, chunk_ids, metas in batches:
+            self.pipeline.add_texts(chunk, ids=chunk_ids, metadatas=metas)
         return id_list
 
     async def aadd_texts(self, texts: Iterable[str], metadatas: list[dict[str, Any]] | None = None, *,
                          ids: Sequence[str | None] | None = None, batch_size: int | None = None,
                          **kwargs: Any) -> list[str]:
         self._no_extra(kwargs, "aadd_texts")
-        text_list = list(texts)
-        id_list = self._ids(len(text_list), ids)
-        step = batch_size or max(1, len(text_list))
-        for at in range(0, len(text_list), step):
-            await self.pipeline.aadd_texts(text_list[at: at + step], ids=id_list[at: at + step],
-                                           metadatas=metadatas[at: at + step] if metadatas is not None else None)
+        id_list, batches = self._batches(texts, metadatas, ids, batch_size)
+        for chunk, chunk_ids, metas in batches:
+            await self.pipeline.aadd_texts(chunk, ids=chunk_ids, metadatas=metas)
         return id_list
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
