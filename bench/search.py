@@ -179,7 +179,7 @@ def _growth_flat(docs: np.ndarray, ids: list[str], fp: Fingerprint, queries: np.
     index.save(tmp / "flat")
     build = time.perf_counter() - t0
     mem = index.memory_bytes()
-    for over in (4, 8):
+    for over in (4, 8, 16):
         def flat(q: np.ndarray, over: int = over) -> list[list[int]]:
             return [[row_of[i] for i in hit] for hit in index.search(q, K, oversample=over).ids]
 
@@ -209,7 +209,7 @@ def _growth_edge(docs: np.ndarray, ids: list[str], fp: Fingerprint, queries: np.
     build = time.perf_counter() - t0
     ram = rss_mb() - before
     print(n, f"edge loaded in {loaded:.0f} s, built in {build:.0f} s, {edge.info()}", flush=True)
-    for over, ef in ((2, 64), (4, 64), (4, 128), (8, 128), (4, 256)):
+    for over, ef in ((4, 64), (4, 128), (8, 128), (16, 256), (32, 512)):
         def hnsw(q: np.ndarray, over: int = over, ef: int = ef) -> list[list[int]]:
             return [[row_of[i] for i in hit] for hit in edge.search(q, K, oversample=over, ef=ef).ids]
 
