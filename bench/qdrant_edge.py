@@ -32,14 +32,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one search thread for every engine
     os.environ.setdefault(_var, "1")
 
-import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
-from _common import DATASETS, ROOT, machine, write_results  # noqa: E402
-
-# This script's name shadows the qdrant_edge package: drop its folder from the path before anything imports it.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.modules.pop("qdrant_edge", None)
+from _common import DATASETS, ROOT, machine, write_results  # noqa: E402  (it also unshadows qdrant_edge)
 
 from embedopt import Embedder  # noqa: E402
 from embedopt.eval import evaluate, load_beir, top_k  # noqa: E402
