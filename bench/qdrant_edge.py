@@ -7,8 +7,10 @@ beside embedopt's QuantizedIndex, on both shared datasets, with MiniLM and the s
 Vectors come through an embedopt SQLite cache (--cache), so a rerun embeds nothing. Per dataset and model, the
 settings: float (no quantization), binary without rescoring, binary rescored from the original vectors at
 oversampling 1, 2 and 4, 1.5-bit and 2-bit binary (without and with rescoring at oversampling 2), int8 scalar
-(without and with rescoring at 2). qdrant-edge builds one shard per quantization (HNSW m=16, ef_construct=100,
-indexing threshold 1 KB so every segment gets its graph and codes; optimize() after the load) and answers every
+(without and with rescoring at 2), and two exact scans in the engine (float, binary rescored x4) that separate
+what HNSW loses from what quantization loses. qdrant-edge builds one shard per quantization (HNSW m=16,
+ef_construct=100, search ef=128, indexing threshold 1 KB so every segment gets its graph and codes; optimize()
+after the load) and answers every
 query through query_batch for NDCG@10; ms per query is the median of --latency-queries single-query searches,
 with one search thread everywhere (qdrant-edge's search pool, faiss, BLAS).
 QuantizedIndex answers the same settings where it has them: exact float32, binary (Hamming) alone, binary
@@ -43,19 +45,22 @@ from embedopt.stores import EdgeStore, HnswConfig, QuantizationConfig, Quantized
 
 K = 10
 MODELS = {"minilm": "minilm", "static": "static:distill"}
-#: (row name, quantization config, rescore, oversampling) for qdrant-edge
-EDGE_SETTINGS: list[tuple[str, QuantizationConfig, bool, float]] = [
-    ("float", QuantizationConfig("none"), False, 1.0),
-    ("binary", QuantizationConfig("binary"), False, 1.0),
-    ("binary+rescore x1", QuantizationConfig("binary"), True, 1.0),
-    ("binary+rescore x2", QuantizationConfig("binary"), True, 2.0),
-    ("binary+rescore x4", QuantizationConfig("binary"), True, 4.0),
-    ("binary 1.5-bit", QuantizationConfig("binary", bits=1.5), False, 1.0),
-    ("binary 1.5-bit+rescore x2", QuantizationConfig("binary", bits=1.5), True, 2.0),
-    ("binary 2-bit", QuantizationConfig("binary", bits=2), False, 1.0),
-    ("binary 2-bit+rescore x2", QuantizationConfig("binary", bits=2), True, 2.0),
-    ("int8", QuantizationConfig("scalar"), False, 1.0),
-    ("int8+rescore x2", QuantizationConfig("scalar"), True, 2.0),
+HNSW = HnswConfig(m=16, ef_construct=100, ef=128)
+#: (row name, quantization config, rescore, oversampling, exact scan instead of HNSW) for qdrant-edge
+EDGE_SETTINGS: list[tuple[str, QuantizationConfig, bool, float, bool]] = [
+    ("float (exact scan)", QuantizationConfig("none"), False, 1.0, True),
+    ("binary+rescore x4 (exact scan)", QuantizationConfig("binary"), True, 4.0, True),
+    ("float", QuantizationConfig("none"), False, 1.0, False),
+    ("binary", QuantizationConfig("binary"), False, 1.0, False),
+    ("binary+rescore x1", QuantizationConfig("binary"), True, 1.0, False),
+    ("binary+rescore x2", QuantizationConfig("binary"), True, 2.0, False),
+    ("binary+rescore x4", QuantizationConfig("binary"), True, 4.0, False),
+    ("binary 1.5-bit", QuantizationConfig("binary", bits=1.5), False, 1.0, False),
+    ("binary 1.5-bit+rescore x2", QuantizationConfig("binary", bits=1.5), True, 2.0, False),
+    ("binary 2-bit", QuantizationConfig("binary", bits=2), False, 1.0, False),
+    ("binary 2-bit+rescore x2", QuantizationConfig("binary", bits=2), True, 2.0, False),
+    ("int8", QuantizationConfig("scalar"), False, 1.0, False),
+    ("int8+rescore x2", QuantizationConfig("scalar"), True, 2.0, False),
 ]
 
 
@@ -77,11 +82,11 @@ def edge_rows(docs: np.ndarray, doc_ids: list[str], queries: np.ndarray, qids: l
               fp: Any, n_latency: int, workdir: Path) -> dict[str, dict]:
     out: dict[str, dict] = {}
     shards: dict[str, EdgeStore] = {}
-    for name, config, rescore, over in EDGE_SETTINGS:
+    for name, config, rescore, over, exact in EDGE_SETTINGS:
         store = shards.get(config.label)
         if store is None:
             started = time.perf_counter()
-            store = EdgeStore(fp, workdir / config.label, quantization=config, hnsw=HnswConfig(),
+            store = EdgeStore(fp, workdir / config.label, quantization=config, hnsw=HNSW,
                               indexing_threshold_kb=1, optimize_after=None, search_threads=1)
             for at in range(0, len(docs), 5000):
                 store.add(doc_ids[at: at + 5000], docs[at: at + 5000])
@@ -91,14 +96,15 @@ def edge_rows(docs: np.ndarray, doc_ids: list[str], queries: np.ndarray, qids: l
             print(f"  edge {config.label}: built in {build_s} s, {store.info()}", flush=True)
         mode = "none" if not rescore else "float"
 
-        def search(q: np.ndarray, store: EdgeStore = store, over: float = over, mode: str = mode) -> list[list[str]]:
-            return store.search(q, K, oversample=over, rescore=mode).ids  # type: ignore[arg-type]
+        def search(q: np.ndarray, store: EdgeStore = store, over: float = over, mode: str = mode,
+                   exact: bool = exact) -> list[list[str]]:
+            return store.search(q, K, oversample=over, rescore=mode, exact=exact).ids  # type: ignore[arg-type]
 
         found = []
         for at in range(0, len(queries), 256):
             found.extend(search(queries[at: at + 256]))
         out[name] = {"ndcg@10": ndcg(found, qids, qrels), "ms_per_query": latency_ms(search, queries, n_latency),
-                     "quantization": config.label, "rescore": rescore, "oversample": over}
+                     "quantization": config.label, "rescore": rescore, "oversample": over, "exact_scan": exact}
         print(f"  edge {name}: {out[name]}", flush=True)
     for store in shards.values():
         store.close()
@@ -167,7 +173,7 @@ def main() -> None:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     write_results(args.output, {
-        "k": K, "hnsw": HnswConfig().to_dict(), "qdrant_edge_version": getattr(qdrant_edge, "__version__", "0.9"),
+        "k": K, "hnsw": HNSW.to_dict(), "qdrant_edge_version": getattr(qdrant_edge, "__version__", "0.9"),
         "note": "retention is NDCG@10 over the exact float32 scan's; qdrant-edge rescoring uses the original "
                 "float32 vectors; QuantizedIndex's int8 row is the exact calibrated int8 scan",
         "machine": machine(load=os.getloadavg()), "results": results})
