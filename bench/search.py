@@ -22,9 +22,12 @@ stride of 2 words within each sentence (1.28M distinct texts), shuffled with see
 Queries: the first 500 queries of each dataset. Per size and method: build time, RAM (the flat index's codes and
 ids; qdrant-edge's resident-memory growth while it loads and optimizes, and its folder on disk), single-query q/s
 (median of 3 passes over 300 queries, one search thread) and Recall@10 against the exact float32 top 10, for a
-few (oversample, hnsw_ef) points. Writes bench/results/search-growth.json. Runtime on 2 vCPUs: about 5 minutes for
-100k; for 1M about 5 minutes to embed (once, then cached in --cache), 2 to load qdrant-edge and 20-40 to build its
-graph, and a few minutes to search.
+few (oversample, hnsw_ef) points; the flat scan rescored with int8 (its default) and with float16 vectors.
+qdrant-edge builds one index per --growth-quantizations (default 1-bit and 2-bit binary: the static model's sign
+bits alone do not reach Recall@10 0.95 at any oversampling tried at 100k). Writes bench/results/search-growth.json.
+Runtime on 2 vCPUs (measured under a load of 20-30, so an upper bound): 100k about 25 minutes (10 per qdrant-edge
+build); 1M about 10 minutes to embed once (then cached in --cache) and, extrapolating, 1.5-3 hours, most of it
+the two HNSW builds; a quiet machine should take a third of that.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -173,19 +177,20 @@ def _growth_flat(docs: np.ndarray, ids: list[str], fp: Fingerprint, queries: np.
                  tmp: Path, repeats: int) -> dict:
     n, row_of, res = len(docs), {i: r for r, i in enumerate(ids)}, {}
     t0 = time.perf_counter()
-    index = QuantizedIndex(fp, calibration=Calibration.fit(docs[:100_000], fingerprint_id=fp.id), threads=1)
+    index = QuantizedIndex(fp, calibration=Calibration.fit(docs[:100_000], fingerprint_id=fp.id), threads=1,
+                           keep_float=True)
     for at in range(0, n, 100_000):
         index.add(ids[at: at + 100_000], docs[at: at + 100_000])
     index.save(tmp / "flat")
     build = time.perf_counter() - t0
     mem = index.memory_bytes()
-    for over in (4, 8, 16):
-        def flat(q: np.ndarray, over: int = over) -> list[list[int]]:
-            return [[row_of[i] for i in hit] for hit in index.search(q, K, oversample=over).ids]
+    for rescore, over in (("int8", 4), ("int8", 8), ("int8", 16), ("float", 16), ("float", 32)):
+        def flat(q: np.ndarray, over: int = over, rescore: Any = rescore) -> list[list[int]]:
+            return [[row_of[i] for i in hit] for hit in index.search(q, K, oversample=over, rescore=rescore).ids]
 
         qps, _ = timed(flat, queries[:300], 1, repeats)
         _, found = timed(flat, queries, 100, 1)
-        name = f"flat binary + int8 rescore x{over}"
+        name = f"flat binary + {rescore} rescore x{over}"
         res[name] = {"qps_single": round(qps, 1), "recall@10": round(recall_vs(found, truth), 4),
                      "build_s": round(build, 1), "ram_mb": round((mem["codes"] + mem["ids"]) / 2**20, 1),
                      "disk_mb": round(folder_mb(tmp / "flat"), 1)}
@@ -194,13 +199,13 @@ def _growth_flat(docs: np.ndarray, ids: list[str], fp: Fingerprint, queries: np.
 
 
 def _growth_edge(docs: np.ndarray, ids: list[str], fp: Fingerprint, queries: np.ndarray, truth: np.ndarray,
-                 tmp: Path, repeats: int) -> dict:
+                 tmp: Path, repeats: int, quantization: str) -> dict:
     from embedopt.stores import EdgeStore, HnswConfig, QuantizationConfig
 
     n, row_of, res = len(docs), {i: r for r, i in enumerate(ids)}, {}
     before = rss_mb()
     t0 = time.perf_counter()
-    edge = EdgeStore(fp, tmp / "edge", quantization=QuantizationConfig("binary"),
+    edge = EdgeStore(fp, tmp / f"edge-{quantization}", quantization=QuantizationConfig.of(quantization),
                      hnsw=HnswConfig(m=16, ef_construct=100), optimize_after=None, search_threads=1)
     for at in range(0, n, 10_000):
         edge.add(ids[at: at + 10_000], docs[at: at + 10_000])
@@ -208,19 +213,20 @@ def _growth_edge(docs: np.ndarray, ids: list[str], fp: Fingerprint, queries: np.
     edge.optimize()
     build = time.perf_counter() - t0
     ram = rss_mb() - before
-    print(n, f"edge loaded in {loaded:.0f} s, built in {build:.0f} s, {edge.info()}", flush=True)
+    print(n, f"edge {quantization} loaded in {loaded:.0f} s, built in {build:.0f} s, {edge.info()}", flush=True)
     for over, ef in ((4, 64), (4, 128), (8, 128), (16, 256), (32, 512)):
         def hnsw(q: np.ndarray, over: int = over, ef: int = ef) -> list[list[int]]:
             return [[row_of[i] for i in hit] for hit in edge.search(q, K, oversample=over, ef=ef).ids]
 
         qps, _ = timed(hnsw, queries[:300], 1, repeats)
         _, found = timed(hnsw, queries, 100, 1)
-        name = f"qdrant-edge hnsw + binary + rescore x{over} ef{ef}"
+        name = f"qdrant-edge hnsw + {quantization} + rescore x{over} ef{ef}"
         res[name] = {"qps_single": round(qps, 1), "recall@10": round(recall_vs(found, truth), 4),
                      "build_s": round(build, 1), "load_s": round(loaded, 1), "ram_mb": round(ram, 1),
-                     "disk_mb": round(folder_mb(tmp / "edge"), 1)}
+                     "disk_mb": round(folder_mb(tmp / f"edge-{quantization}"), 1)}
         print(n, name, res[name], flush=True)
     edge.close()
+    shutil.rmtree(tmp / f"edge-{quantization}", ignore_errors=True)
     return res
 
 
@@ -249,8 +255,9 @@ def growth(args: argparse.Namespace) -> dict:
         res: dict = {}
         with tempfile.TemporaryDirectory(prefix="embedopt-growth-", dir=args.workdir) as tmp:
             res.update(_growth_flat(docs, ids, fp, queries, truth, Path(tmp), args.repeats))
-            res.update(_growth_edge(docs, ids, fp, queries, truth, Path(tmp), args.repeats))
-        flat_qps = res["flat binary + int8 rescore x4"]["qps_single"]
+            for quantization in args.growth_quantizations:
+                res.update(_growth_edge(docs, ids, fp, queries, truth, Path(tmp), args.repeats, quantization))
+        flat_qps = res["flat binary + int8 rescore x4"]["qps_single"]  # embedopt's default setting
         for r in res.values():
             r["qps_single_vs_flat_x4"] = round(r["qps_single"] / flat_qps, 2)
         out["sizes"][str(n)] = res
@@ -268,6 +275,8 @@ def main() -> None:
     parser.add_argument("--skip-random", action="store_true")
     parser.add_argument("--growth", action="store_true", help="the growth study (see the module docstring)")
     parser.add_argument("--growth-sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--growth-quantizations", nargs="+", default=["binary", "binary-2bit"],
+                        help="qdrant-edge quantizations to build an HNSW index with (QuantizationConfig.of names)")
     parser.add_argument("--cache", default="sqlite:/work/scratch/wt20/vectors.sqlite",
                         help="the vector cache of the growth study")
     parser.add_argument("--workdir", default=None, help="where the growth study builds its indexes (a temp folder)")
