@@ -122,3 +122,17 @@ def test_get_delete_by_filter_and_clear(store):
     assert store.delete(["d1", "d2", "d3"], where={"colour": "green"}) == 1 and len(store) == 39
     store.clear()
     assert len(store) == 0 and store.search(v[:1], k=3).ids == [[]]
+
+
+def test_a_filter_sees_every_later_write(store):
+    """Regression: the embedded store keeps each filter's matches between searches; rows added, replaced with
+    another payload or deleted after the first filtered search must count the next time."""
+    v = _vectors(120, seed=5)
+    store.add([f"d{i}" for i in range(60)], v[:60], [{"t": i % 2} for i in range(60)])
+    assert len(store.search(v[:1], k=100, where={"t": 1}).ids[0]) == 30
+    store.add([f"d{i}" for i in range(60, 120)], v[60:], [{"t": i % 2} for i in range(60, 120)])
+    store.add(["d1"], v[1:2], [{"t": 0}])
+    store.delete(["d3"])
+    found = store.search(v[:1], k=100, where={"t": 1}).ids[0]
+    assert len(found) == 58 and "d1" not in found and "d3" not in found
+    assert "d1" in store.search(v[:1], k=100, where={"t": 0}).ids[0]

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -95,7 +96,9 @@ class QuantizedIndex:
         self._pending_n = 0
         self._pending_dead: list[int] = []  # offsets of pending rows replaced before they were flushed
         self._path: Path | None = None
-        self._masks: dict[str, np.ndarray] = {}  # filter -> allowed rows, until the next add or delete
+        # filter -> (its predicate, whether each row's payload matches): extended as rows are added (a row's
+        # payload never changes: re-adding an id appends a new row), ANDed with the live rows when read
+        self._masks: dict[str, tuple[Callable[[Mapping[str, Any]], bool], np.ndarray]] = {}
 
     # ------------------------------------------------------------------------------------------- describe
     def __len__(self) -> int:
@@ -158,7 +161,6 @@ class QuantizedIndex:
             self._pending_rows[i] = self._pending_n + n
             self.payloads.pop(i, None)
         self._pending_n += len(id_list)
-        self._masks.clear()
         self._pending.append((np.array([i.encode() for i in id_list]), int8,
                               v.astype(np.float16) if self._f16 is not None else None))
         self._scan.add(self._codes(v))
@@ -169,7 +171,6 @@ class QuantizedIndex:
     def _kill(self, rows: np.ndarray) -> int:
         """Tombstone flushed ``rows`` (``-1`` entries are skipped); returns how many."""
         hit = np.unique(rows[rows >= 0])
-        self._masks.clear()
         self._alive[hit] = False
         self._dead += len(hit)
         return len(hit)
@@ -266,20 +267,23 @@ class QuantizedIndex:
         return out
 
     def _allowed(self, node: FilterNode | None) -> np.ndarray:
-        """The live rows whose payload matches ``node`` (flushed rows; cached per filter until a change)."""
+        """The live (flushed) rows whose payload matches ``node``. Each filter's matches are computed once per row
+        and kept (32 filters at most), so a filter costs a pass over the payloads the first time only."""
+        if node is None:
+            return self._alive.copy()
         key = canonical(node)
-        mask = self._masks.get(key)
-        if mask is None:
-            if node is None:
-                mask = self._alive.copy()
-            else:
-                pred, payloads = compile_filter(node), self.payloads
-                mask = np.fromiter((pred(payloads.get(i.decode(), {})) for i in self._ids), dtype=bool,
-                                   count=len(self._ids)) & self._alive
-            if len(self._masks) >= 32:
-                self._masks.pop(next(iter(self._masks)))
-            self._masks[key] = mask
-        return mask
+        pred, mask = self._masks.pop(key, (None, np.zeros(0, dtype=bool)))
+        if pred is None:
+            pred = compile_filter(node)
+        if len(mask) < len(self._ids):
+            payloads = self.payloads
+            new = np.fromiter((pred(payloads.get(i.decode(), {})) for i in self._ids[len(mask):]), dtype=bool,
+                              count=len(self._ids) - len(mask))
+            mask = np.concatenate([mask, new])
+        if len(self._masks) >= 32:
+            self._masks.pop(next(iter(self._masks)))
+        self._masks[key] = (pred, mask)  # most recently used last
+        return mask & self._alive
 
     # ------------------------------------------------------------------------------------------- search
     def search(self, queries: Any, k: int = 10, *, oversample: float = 4.0, rescore: Rescore = "int8",
