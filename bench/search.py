@@ -188,14 +188,19 @@ def _growth_flat(docs: np.ndarray, ids: list[str], fp: Fingerprint, queries: np.
         def flat(q: np.ndarray, over: int = over, rescore: Any = rescore) -> list[list[int]]:
             return [[row_of[i] for i in hit] for hit in index.search(q, K, oversample=over, rescore=rescore).ids]
 
-        qps, _ = timed(flat, queries[:300], 1, repeats)
-        _, found = timed(flat, queries, 100, 1)
         name = f"flat binary + {rescore} rescore x{over}"
-        res[name] = {"qps_single": round(qps, 1), "recall@10": round(recall_vs(found, truth), 4),
-                     "build_s": round(build, 1), "ram_mb": round((mem["codes"] + mem["ids"]) / 2**20, 1),
-                     "disk_mb": round(folder_mb(tmp / "flat"), 1)}
+        res[name] = _point(flat, queries, truth, repeats, build_s=round(build, 1),
+                           ram_mb=round((mem["codes"] + mem["ids"]) / 2**20, 1),
+                           disk_mb=round(folder_mb(tmp / "flat"), 1))
         print(n, name, res[name], flush=True)
     return res
+
+
+def _point(search: Search, queries: np.ndarray, truth: np.ndarray, repeats: int, **facts: float) -> dict:
+    """Single-query q/s (300 queries) and Recall@10 (every query, batches of 100) of one setting."""
+    qps, _ = timed(search, queries[:300], 1, repeats)
+    _, found = timed(search, queries, 100, 1)
+    return {"qps_single": round(qps, 1), "recall@10": round(recall_vs(found, truth), 4), **facts}
 
 
 def _growth_edge(docs: np.ndarray, ids: list[str], fp: Fingerprint, queries: np.ndarray, truth: np.ndarray,
@@ -218,12 +223,9 @@ def _growth_edge(docs: np.ndarray, ids: list[str], fp: Fingerprint, queries: np.
         def hnsw(q: np.ndarray, over: int = over, ef: int = ef) -> list[list[int]]:
             return [[row_of[i] for i in hit] for hit in edge.search(q, K, oversample=over, ef=ef).ids]
 
-        qps, _ = timed(hnsw, queries[:300], 1, repeats)
-        _, found = timed(hnsw, queries, 100, 1)
         name = f"qdrant-edge hnsw + {quantization} + rescore x{over} ef{ef}"
-        res[name] = {"qps_single": round(qps, 1), "recall@10": round(recall_vs(found, truth), 4),
-                     "build_s": round(build, 1), "load_s": round(loaded, 1), "ram_mb": round(ram, 1),
-                     "disk_mb": round(folder_mb(tmp / f"edge-{quantization}"), 1)}
+        res[name] = _point(hnsw, queries, truth, repeats, build_s=round(build, 1), load_s=round(loaded, 1),
+                           ram_mb=round(ram, 1), disk_mb=round(folder_mb(tmp / f"edge-{quantization}"), 1))
         print(n, name, res[name], flush=True)
     edge.close()
     shutil.rmtree(tmp / f"edge-{quantization}", ignore_errors=True)
