@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,10 @@ from typing import Any
 from embedopt._files import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# bench/qdrant_edge.py has the name of the qdrant_edge package. The scripts import nothing else from this folder
+# after _common, so it leaves the import path here and `import qdrant_edge` finds the package, not the script.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 RESULTS = ROOT / "bench" / "results"
 DATASETS = ROOT.parent / "shared" / "datasets"
 

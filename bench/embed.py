@@ -21,8 +21,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
-from embedopt import Embedder
 from embedopt.distill import cached_distill
+
+from embedopt import Embedder
 from embedopt.eval import load_beir
 from embedopt.providers import SentenceTransformerProvider, StaticProvider
 

@@ -13,6 +13,21 @@ Two corpora:
 Per method: queries/s for single queries and for batches of 100, RAM per vector (what stays in memory for
 search; embedopt's int8 vectors are memory-mapped from disk and listed apart), retention. Every method uses the
 same k (10) and the same oversampling (k x --oversample candidates rescored). Writes bench/results/search.json.
+
+Growth with N (--growth, alone with --skip-random --skip-real): the flat binary scan (QuantizedIndex, int8
+rescore) against qdrant-edge's HNSW + binary + rescoring, at each of --growth-sizes (default 100,000 and
+1,000,000) REAL vectors: the static model over text units of both shared datasets. The corpora hold about
+100,000 sentences, so the units are every sentence (4+ words) plus overlapping windows of 6, 9 and 12 words at a
+stride of 2 words within each sentence (1.28M distinct texts), shuffled with seed 0; the first N are indexed.
+Queries: the first 500 queries of each dataset. Per size and method: build time, RAM (the flat index's codes and
+ids; qdrant-edge's resident-memory growth while it loads and optimizes, and its folder on disk), single-query q/s
+(median of 3 passes over 300 queries, one search thread) and Recall@10 against the exact float32 top 10, for a
+few (oversample, hnsw_ef) points; the flat scan rescored with int8 (its default) and with float16 vectors.
+qdrant-edge builds one index per --growth-quantizations (default 1-bit and 2-bit binary: the static model's sign
+bits alone do not reach Recall@10 0.95 at any oversampling tried at 100k). Writes bench/results/search-growth.json.
+Runtime on 2 vCPUs (measured under a load of 20-30, so an upper bound): 100k about 25 minutes (10 per qdrant-edge
+build); 1M about 10 minutes to embed once (then cached in --cache) and, extrapolating, 1.5-3 hours, most of it
+the two HNSW builds; a quiet machine should take a third of that.
 """
 
 from __future__ import annotations
@@ -20,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -124,6 +140,132 @@ def measure(docs: np.ndarray, queries: np.ndarray, fp: Fingerprint, oversample: 
     return results
 
 
+def text_units(limit: int) -> list[str]:
+    """Sentences of both shared corpora and overlapping word windows within them (see the module docstring)."""
+    import re
+
+    units: dict[str, None] = {}
+    for name in ("manpages", "debian-packages"):
+        ds = load_beir(ROOT.parent / "shared" / "datasets" / name)
+        for text in ds.doc_texts():
+            for sentence in re.split(r"(?<=[.!?])\s+|\n+", text):
+                words = sentence.split()
+                if len(words) < 4:
+                    continue
+                units[" ".join(words)] = None
+                for size in (6, 9, 12):
+                    for at in range(0, max(1, len(words) - size + 1), 2):
+                        units[" ".join(words[at: at + size])] = None
+    out = list(units)
+    order = np.random.default_rng(0).permutation(len(out))
+    return [out[i] for i in order[:limit]]
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def folder_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+
+
+def _growth_flat(docs: np.ndarray, ids: list[str], fp: Fingerprint, queries: np.ndarray, truth: np.ndarray,
+                 tmp: Path, repeats: int) -> dict:
+    n, row_of, res = len(docs), {i: r for r, i in enumerate(ids)}, {}
+    t0 = time.perf_counter()
+    index = QuantizedIndex(fp, calibration=Calibration.fit(docs[:100_000], fingerprint_id=fp.id), threads=1,
+                           keep_float=True)
+    for at in range(0, n, 100_000):
+        index.add(ids[at: at + 100_000], docs[at: at + 100_000])
+    index.save(tmp / "flat")
+    build = time.perf_counter() - t0
+    mem = index.memory_bytes()
+    for rescore, over in (("int8", 4), ("int8", 8), ("int8", 16), ("float", 16), ("float", 32)):
+        def flat(q: np.ndarray, over: int = over, rescore: Any = rescore) -> list[list[int]]:
+            return [[row_of[i] for i in hit] for hit in index.search(q, K, oversample=over, rescore=rescore).ids]
+
+        name = f"flat binary + {rescore} rescore x{over}"
+        res[name] = _point(flat, queries, truth, repeats, build_s=round(build, 1),
+                           ram_mb=round((mem["codes"] + mem["ids"]) / 2**20, 1),
+                           disk_mb=round(folder_mb(tmp / "flat"), 1))
+        print(n, name, res[name], flush=True)
+    return res
+
+
+def _point(search: Search, queries: np.ndarray, truth: np.ndarray, repeats: int, **facts: float) -> dict:
+    """Single-query q/s (300 queries) and Recall@10 (every query, batches of 100) of one setting."""
+    qps, _ = timed(search, queries[:300], 1, repeats)
+    _, found = timed(search, queries, 100, 1)
+    return {"qps_single": round(qps, 1), "recall@10": round(recall_vs(found, truth), 4), **facts}
+
+
+def _growth_edge(docs: np.ndarray, ids: list[str], fp: Fingerprint, queries: np.ndarray, truth: np.ndarray,
+                 tmp: Path, repeats: int, quantization: str) -> dict:
+    from embedopt.stores import EdgeStore, HnswConfig, QuantizationConfig
+
+    n, row_of, res = len(docs), {i: r for r, i in enumerate(ids)}, {}
+    before = rss_mb()
+    t0 = time.perf_counter()
+    edge = EdgeStore(fp, tmp / f"edge-{quantization}", quantization=QuantizationConfig.of(quantization),
+                     hnsw=HnswConfig(m=16, ef_construct=100), optimize_after=None, search_threads=1)
+    for at in range(0, n, 10_000):
+        edge.add(ids[at: at + 10_000], docs[at: at + 10_000])
+    loaded = time.perf_counter() - t0
+    edge.optimize()
+    build = time.perf_counter() - t0
+    ram = rss_mb() - before
+    print(n, f"edge {quantization} loaded in {loaded:.0f} s, built in {build:.0f} s, {edge.info()}", flush=True)
+    for over, ef in ((4, 64), (4, 128), (8, 128), (16, 256), (32, 512)):
+        def hnsw(q: np.ndarray, over: int = over, ef: int = ef) -> list[list[int]]:
+            return [[row_of[i] for i in hit] for hit in edge.search(q, K, oversample=over, ef=ef).ids]
+
+        name = f"qdrant-edge hnsw + {quantization} + rescore x{over} ef{ef}"
+        res[name] = _point(hnsw, queries, truth, repeats, build_s=round(build, 1), load_s=round(loaded, 1),
+                           ram_mb=round(ram, 1), disk_mb=round(folder_mb(tmp / f"edge-{quantization}"), 1))
+        print(n, name, res[name], flush=True)
+    edge.close()
+    shutil.rmtree(tmp / f"edge-{quantization}", ignore_errors=True)
+    return res
+
+
+def growth(args: argparse.Namespace) -> dict:
+    from embedopt import Embedder
+
+    sizes = sorted(args.growth_sizes)
+    texts = text_units(max(sizes))
+    if len(texts) < max(sizes):
+        raise SystemExit(f"only {len(texts)} text units; lower --growth-sizes")
+    embedder = Embedder.from_spec("static:distill", cache=args.cache, show_progress=True)
+    started = time.perf_counter()
+    vectors = np.concatenate([embedder.embed_documents(texts[at: at + 100_000])
+                              for at in range(0, len(texts), 100_000)])
+    queries = np.concatenate([embedder.embed(load_beir(ROOT.parent / "shared" / "datasets" / n).query_texts()[:500],
+                                             "query") for n in ("manpages", "debian-packages")])
+    print(f"embedded {vectors.shape} in {time.perf_counter() - started:.0f} s", flush=True)
+    fp = embedder.fingerprint("document")
+    out: dict = {"model": "static (MiniLM distilled, 256-d)", "queries": len(queries), "k": K,
+                 "units": "sentences + 6/9/12-word windows (stride 2) of manpages and debian-packages, shuffled",
+                 "sizes": {}}
+    for n in sizes:
+        docs = vectors[:n]
+        truth = np.concatenate([top_k(queries[at: at + 100] @ docs.T, K) for at in range(0, len(queries), 100)])
+        ids = [f"u{i}" for i in range(n)]
+        res: dict = {}
+        with tempfile.TemporaryDirectory(prefix="embedopt-growth-", dir=args.workdir) as tmp:
+            res.update(_growth_flat(docs, ids, fp, queries, truth, Path(tmp), args.repeats))
+            for quantization in args.growth_quantizations:
+                res.update(_growth_edge(docs, ids, fp, queries, truth, Path(tmp), args.repeats, quantization))
+        flat_qps = res["flat binary + int8 rescore x4"]["qps_single"]  # embedopt's default setting
+        for r in res.values():
+            r["qps_single_vs_flat_x4"] = round(r["qps_single"] / flat_qps, 2)
+        out["sizes"][str(n)] = res
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000)
@@ -132,22 +274,38 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--real", default=str(ROOT.parent / "shared" / "datasets" / "debian-packages"))
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--skip-random", action="store_true")
+    parser.add_argument("--growth", action="store_true", help="the growth study (see the module docstring)")
+    parser.add_argument("--growth-sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--growth-quantizations", nargs="+", default=["binary", "binary-2bit"],
+                        help="qdrant-edge quantizations to build an HNSW index with (QuantizationConfig.of names)")
+    parser.add_argument("--cache", default="sqlite:/work/scratch/wt20/vectors.sqlite",
+                        help="the vector cache of the growth study")
+    parser.add_argument("--workdir", default=None, help="where the growth study builds its indexes (a temp folder)")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "search.json"))
     args = parser.parse_args()
 
+    if args.growth:
+        result = growth(args)
+        out_path = Path(args.output).with_name("search-growth.json") if args.output.endswith("search.json") \
+            else Path(args.output)
+        write_results(out_path, {**result, "machine": machine(load=os.getloadavg())})
+        if args.skip_random and args.skip_real:
+            return
     out: dict = {"k": K, "oversample": args.oversample, "machine": machine()}
-    rng = np.random.default_rng(0)
-    docs = rng.standard_normal((args.n, args.dim), dtype=np.float32)
-    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
-    queries = rng.standard_normal((1000, args.dim), dtype=np.float32)
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    truth = np.concatenate([top_k(queries[at: at + 100] @ docs.T, K) for at in range(0, len(queries), 100)])
-    fp = Fingerprint("random", "unit-vectors", "seed0", "document", "", args.dim, True)
-    print(f"random: {args.n} x {args.dim}", flush=True)
-    out["random"] = {"n": args.n, "dim": args.dim, "retention": "Recall@10 vs exact float32 top 10",
-                     "results": measure(docs, queries, fp, args.oversample, args.repeats,
-                                        lambda found: recall_vs(found, truth))}
-    del docs
+    if not args.skip_random:
+        rng = np.random.default_rng(0)
+        docs = rng.standard_normal((args.n, args.dim), dtype=np.float32)
+        docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+        queries = rng.standard_normal((1000, args.dim), dtype=np.float32)
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        truth = np.concatenate([top_k(queries[at: at + 100] @ docs.T, K) for at in range(0, len(queries), 100)])
+        fp = Fingerprint("random", "unit-vectors", "seed0", "document", "", args.dim, True)
+        print(f"random: {args.n} x {args.dim}", flush=True)
+        out["random"] = {"n": args.n, "dim": args.dim, "retention": "Recall@10 vs exact float32 top 10",
+                         "results": measure(docs, queries, fp, args.oversample, args.repeats,
+                                            lambda found: recall_vs(found, truth))}
+        del docs
 
     if not args.skip_real:
         from embedopt import Embedder

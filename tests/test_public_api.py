@@ -35,16 +35,18 @@ PUBLIC: dict[str, list[str]] = {
     "embedopt.quantization": ["MIN_CALIBRATION_SAMPLES", "Calibration", "Precision", "bytes_per_vector", "dequantize",
                               "float_int8_scores", "hamming_distances", "int8_scores", "quantize"],
     "embedopt.rerank": ["CrossEncoderReranker", "RerankResult", "Reranker", "VoyageReranker"],
-    "embedopt.retrieval": ["Hit", "RetrievalResult", "Retriever"],
+    "embedopt.retrieval": ["Hit", "RetrievalResult", "Retriever", "mmr", "mmr_store", "search_store"],
     "embedopt.router": ["POLICIES", "Route", "Router"],
     "embedopt.semantic_cache": ["DEFAULT_THRESHOLD", "MemorySemanticBackend", "RedisSemanticBackend",
                                 "SemanticCache", "SemanticHit"],
     "embedopt.specs": ["CacheSpec", "ModelSpec", "cache_entries", "load_provider", "local_model", "open_cache",
                        "option_names", "parse_cache", "parse_model", "provider_entries", "shared_provider"],
-    "embedopt.stores": ["QdrantStore", "QuantizedIndex", "Rescore", "SearchResult", "VectorStore"],
+    "embedopt.stores": ["EdgeStore", "Filter", "HnswConfig", "QdrantStore", "QuantizationConfig", "QuantizedIndex",
+                        "Record", "Rescore", "SearchResult", "VectorStore"],
     "embedopt.versioning": ["VersionedIndex", "backfill", "cutover", "plan", "rollback", "shadow", "start", "status"],
-    "langchain_embedopt": ["EmbedOptEmbeddings", "EmbedOptReranker", "EmbedOptRetriever", "EmbedOptSemanticCache"],
-    "llamaindex_embedopt": ["EmbedOptEmbedding", "EmbedOptRerank", "EmbedOptRetriever"],
+    "langchain_embedopt": ["EmbedOptEmbeddings", "EmbedOptReranker", "EmbedOptRetriever", "EmbedOptSemanticCache",
+                           "EmbedOptVectorStore"],
+    "llamaindex_embedopt": ["EmbedOptEmbedding", "EmbedOptRerank", "EmbedOptRetriever", "EmbedOptVectorStore"],
 }
 
 

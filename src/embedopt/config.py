@@ -9,6 +9,7 @@ same way (:meth:`embedopt.Embedder.from_spec`). Only pydantic is needed, which b
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 from pydantic import (
@@ -23,9 +24,11 @@ from pydantic import (
 )
 
 from .codec import check_value_precision
-from .embedder import Embedder
+from .embedder import Embedder, OnOverflow
 from .errors import ConfigError
 from .providers._local import DEFAULT_MODEL
+from .providers.base import Provider
+from .providers.wrapped import WrappedProvider, describe
 from .quantization import Precision
 from .specs import parse_model
 
@@ -65,6 +68,18 @@ class EmbedderFields(BaseModel):
                                          description="Passed to the provider: device, batch_size, dimensions, "
                                                      "timeout, ... (checked against what it accepts).")
     show_progress: bool = Field(default=False, description="A progress bar for long calls.")
+    on_overflow: OnOverflow = Field(
+        default="truncate", description="Texts over the model's token limit: cut by the model ('truncate'), or "
+                                        "refused with an InputError naming them ('error').")
+    encode_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="HuggingFaceEmbeddings' name for the encode options: "
+                                          "normalize_embeddings (-> normalize), batch_size, show_progress_bar.")
+    cache_folder: str | None = Field(default=None, description="Where a sentence-transformers model is downloaded "
+                                                               "(HuggingFaceEmbeddings' cache_folder); the vector "
+                                                               "cache is `cache`.")
+    provider: Provider | None = Field(default=None, exclude=True,
+                                      description="A ready provider instead of model_name (what wrap() builds "
+                                                  "around another library's embeddings object).")
     embedder: Embedder | None = Field(default=None, exclude=True,
                                       description="A ready core Embedder (over a Router, say); then none of the "
                                                   "fields above may be given.")
@@ -74,7 +89,13 @@ class EmbedderFields(BaseModel):
     #: The field names (and aliases) that configure the Embedder, which ``embedder=`` excludes.
     EMBEDDER_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"model_name", "model", "api_key", "base_url", "cache", "dim", "precision", "calibration_path", "normalize",
-         "model_kwargs", "show_progress"})
+         "model_kwargs", "show_progress", "on_overflow", "encode_kwargs", "cache_folder", "provider"})
+    #: What builds the model, which ``provider=`` (a ready one) excludes.
+    MODEL_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"model_name", "model", "api_key", "base_url", "model_kwargs", "cache_folder"})
+    #: HuggingFaceEmbeddings' encode_kwargs that mean the same here, and the field each sets.
+    ENCODE_KWARGS: ClassVar[dict[str, str]] = {"normalize_embeddings": "normalize", "batch_size": "batch_size",
+                                               "show_progress_bar": "show_progress"}
 
     @field_validator("precision")
     @classmethod
@@ -86,12 +107,15 @@ class EmbedderFields(BaseModel):
     def _embedder_alone_and_key_from_env(cls, values: Any) -> Any:
         if not isinstance(values, dict):
             return values
-        if values.get("embedder") is not None:
-            both = sorted(set(values) & cls.EMBEDDER_FIELDS)
-            if both:
-                raise ConfigError(f"embedder= is a ready Embedder, so {', '.join(both)} would be ignored; pass "
-                                  "either embedder= or the fields that build one, not both")
-            return values
+        for ready, excluded, what, alternative in (
+                ("embedder", cls.EMBEDDER_FIELDS, "a ready Embedder", "embedder= or the fields that build one"),
+                ("provider", cls.MODEL_FIELDS, "a ready model", "provider= (or wrap()) or the fields that name a model")):
+            if values.get(ready) is not None:
+                both = sorted(set(values) & excluded)
+                if both:
+                    raise ConfigError(f"{ready}= is {what}, so {', '.join(both)} would be ignored; pass either "
+                                      f"{alternative}, not both")
+                return values
         if values.get("api_key") is None:
             spec = values.get("model_name", values.get("model", DEFAULT_MODEL))
             env = parse_model(spec).key_env if isinstance(spec, str) else None
@@ -99,17 +123,55 @@ class EmbedderFields(BaseModel):
                 values = {**values, "api_key": os.environ[env]}
         return values
 
+    @field_validator("encode_kwargs")
+    @classmethod
+    def _known_encode_kwargs(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - set(cls.ENCODE_KWARGS))
+        if unknown:
+            raise ConfigError(f"encode_kwargs {unknown} have no meaning here; valid: {sorted(cls.ENCODE_KWARGS)} "
+                              "(prompts go in model_kwargs: query_prompt, document_prompt)")
+        return value
+
     @model_validator(mode="after")
     def _build(self) -> Any:
         if self.embedder is not None:
             self._embedder = self.embedder
             return self
+        enc = self.encode_kwargs
+        normalize = bool(enc.get("normalize_embeddings", self.normalize))
+        show_progress = bool(enc.get("show_progress_bar", self.show_progress))
+        options = dict(cache=self.cache, dim=self.dim, precision=self.precision, normalize=normalize,
+                       show_progress=show_progress, on_overflow=self.on_overflow)
+        if self.provider is not None:
+            from .quantization import Calibration
+
+            calibration = Calibration.load(self.calibration_path) if self.calibration_path else None
+            self._embedder = Embedder(self.provider, calibration=calibration, **options)  # type: ignore[arg-type]
+            return self
+        provider_options = dict(self.model_kwargs)
+        if "batch_size" in enc:
+            provider_options["batch_size"] = enc["batch_size"]
+        if self.cache_folder is not None:
+            provider_options["cache_folder"] = self.cache_folder
         self._embedder = Embedder.from_spec(
             self.model_name, api_key=self.api_key.get_secret_value() if self.api_key is not None else None,
-            base_url=self.base_url, provider_options=self.model_kwargs, calibration_path=self.calibration_path,
-            cache=self.cache, dim=self.dim, precision=self.precision, normalize=self.normalize,
-            show_progress=self.show_progress)
+            base_url=self.base_url, provider_options=provider_options, calibration_path=self.calibration_path,
+            **options)
         return self
+
+    @classmethod
+    def _wrapping(cls, obj: Any, embed_documents: Callable[[list[str]], Sequence[Sequence[float]]],
+                  embed_query: Callable[[str], Sequence[float]], *,
+                  aembed_documents: Callable[[list[str]], Awaitable[Sequence[Sequence[float]]]] | None,
+                  aembed_query: Callable[[str], Awaitable[Sequence[float]]] | None, native_dim: int | None,
+                  fields: dict[str, Any]) -> Any:
+        """What both adapters' ``wrap()`` do once they have picked ``obj``'s methods: a
+        :class:`~embedopt.providers.wrapped.WrappedProvider` fingerprinted from ``obj``'s class and model fields,
+        with the Embedder options in ``fields``."""
+        owner, described = describe(obj)
+        provider = WrappedProvider(embed_documents, embed_query, owner=owner, fields=described, dim=native_dim,
+                                   aembed_documents=aembed_documents, aembed_query=aembed_query)
+        return cls(provider=provider, **fields)
 
     @property
     def core(self) -> Embedder:

@@ -18,8 +18,32 @@ from .embedder import Embedder
 from .errors import ConfigError, InputError
 from .rerank.base import Reranker, RerankResult
 from .stores.base import Rescore, SearchResult, VectorStore
+from .stores.filters import Filter
 
-__all__ = ["Hit", "RetrievalResult", "Retriever"]
+__all__ = ["Hit", "RetrievalResult", "Retriever", "mmr", "mmr_store", "search_store"]
+
+
+def mmr(query: np.ndarray, vectors: np.ndarray, k: int, lambda_mult: float = 0.5) -> list[int]:
+    """Maximal marginal relevance: pick ``k`` rows of ``vectors`` one at a time, each maximizing
+    ``lambda_mult * sim(query, row) - (1 - lambda_mult) * max sim(row, picked)`` (cosine). Returns row indices
+    in the order picked; ``lambda_mult=1`` is plain similarity order, ``0`` maximal diversity."""
+    if not 0.0 <= lambda_mult <= 1.0:
+        raise ConfigError(f"lambda_mult must lie in [0, 1], got {lambda_mult}")
+    v = np.asarray(vectors, dtype=np.float32)
+    if k <= 0 or not len(v):
+        return []
+    unit = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    q = np.asarray(query, dtype=np.float32)
+    relevance = unit @ (q / max(float(np.linalg.norm(q)), 1e-12))
+    picked = [int(np.argmax(relevance))]
+    closest = unit @ unit[picked[0]]  # each row's highest similarity to a picked row
+    while len(picked) < min(k, len(v)):
+        score = lambda_mult * relevance - (1.0 - lambda_mult) * closest
+        score[picked] = -np.inf
+        nxt = int(np.argmax(score))
+        picked.append(nxt)
+        closest = np.maximum(closest, unit @ unit[nxt])
+    return picked
 
 
 @dataclass(frozen=True)
@@ -99,6 +123,10 @@ class Retriever:
         metas = [dict(m) for m in metadatas] if metadatas is not None else [{} for _ in text_list]
         if not len(text_list) == len(id_list) == len(metas):
             raise InputError(f"{len(text_list)} texts, {len(id_list)} ids and {len(metas)} metadatas must match")
+        for n, m in enumerate(metas):
+            if self.text_key in m:
+                raise InputError(f"metadata #{n} has the key {self.text_key!r}, where the document's text is kept; "
+                                 "rename that key, or build the store with another text_key", n)
         payloads = [{**m, self.text_key: t} for m, t in zip(metas, text_list, strict=True)]
         return text_list, id_list, payloads
 
@@ -119,10 +147,13 @@ class Retriever:
         return id_list
 
     # ------------------------------------------------------------------------------------------- querying
-    def _search(self, vectors: np.ndarray, k: int) -> SearchResult:
+    def _search(self, vectors: np.ndarray, k: int, where: Filter | None = None) -> SearchResult:
         want = max(k, self.rerank_candidates or 2 * k) if self.reranker is not None else k
+        if where is None:  # stores without filters (before they took where=) keep working
+            return self.store.search(vectors, want, oversample=max(1.0, self.oversample * k / want),
+                                     rescore=self.rescore)
         return self.store.search(vectors, want, oversample=max(1.0, self.oversample * k / want),
-                                 rescore=self.rescore)
+                                 rescore=self.rescore, where=where)
 
     def _candidates(self, found: SearchResult, n: int) -> tuple[list[str], list[float], list[dict[str, Any]]]:
         """Query ``n``'s first-stage ids, scores and payloads (fetched unless the search returned them)."""
@@ -157,17 +188,19 @@ class Retriever:
         timings["total"] = (shared_ms["embed"] + shared_ms["search"]) * share + payloads_ms + rerank_ms
         return RetrievalResult(query, hits, {key: round(v, 3) for key, v in timings.items()}, found.candidates)
 
-    def retrieve(self, query: str, k: int | None = None) -> RetrievalResult:
-        """Top ``k`` documents for ``query``, with scores and per-stage timings."""
-        return self.retrieve_many([query], k)[0]
+    def retrieve(self, query: str, k: int | None = None, *, where: Filter | None = None) -> RetrievalResult:
+        """Top ``k`` documents for ``query``, with scores and per-stage timings; ``where`` filters on the
+        payloads during the store's search (:mod:`embedopt.stores.filters`)."""
+        return self.retrieve_many([query], k, where=where)[0]
 
-    def retrieve_many(self, queries: Sequence[str], k: int | None = None) -> list[RetrievalResult]:
+    def retrieve_many(self, queries: Sequence[str], k: int | None = None, *,
+                      where: Filter | None = None) -> list[RetrievalResult]:
         """Several queries at once: one embedding call and one batched store search."""
         k = self.k if k is None else self._check_k(k)
         started = time.perf_counter()
         vectors = self.embedder.embed(list(queries), "query")
         embedded = time.perf_counter()
-        found = self._search(vectors, k)
+        found = self._search(vectors, k, where)
         shared_ms = {"embed": (embedded - started) * 1e3, "search": (time.perf_counter() - embedded) * 1e3}
         out = []
         for n, query in enumerate(queries):
@@ -182,14 +215,14 @@ class Retriever:
                                     (t1 - t0) * 1e3, (t2 - t1) * 1e3))
         return out
 
-    async def aretrieve(self, query: str, k: int | None = None) -> RetrievalResult:
+    async def aretrieve(self, query: str, k: int | None = None, *, where: Filter | None = None) -> RetrievalResult:
         """Async :meth:`retrieve`, in the same steps: the embedding goes through the async path, the store search
         and the payloads run in a worker thread, the reranker through ``arank``; the event loop never blocks."""
         k = self.k if k is None else self._check_k(k)
         started = time.perf_counter()
         vector = await self.embedder.aembed_query(query)
         embedded = time.perf_counter()
-        found = await asyncio.to_thread(self._search, vector[None, :], k)
+        found = await asyncio.to_thread(self._search, vector[None, :], k, where)
         shared_ms = {"embed": (embedded - started) * 1e3, "search": (time.perf_counter() - embedded) * 1e3}
         t0 = time.perf_counter()
         candidates = await asyncio.to_thread(self._candidates, found, 0)
@@ -199,3 +232,43 @@ class Retriever:
             ranked = await self.reranker.arank(query, self._rerank_inputs(candidates[2]), top_n=k)
         t2 = time.perf_counter()
         return self._result(query, found, candidates, ranked, k, shared_ms, 1.0, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+
+    # ------------------------------------------------------------------------------------------- by vector
+    def search_vector(self, vector: Any, k: int | None = None, *, where: Filter | None = None) -> list[Hit]:
+        """The first stage alone, for a query vector the caller embedded (no reranking: there is no text)."""
+        k = self.k if k is None else self._check_k(k)
+        return search_store(self.store, vector, k, where=where, oversample=self.oversample, rescore=self.rescore,
+                            text_key=self.text_key)
+
+    def mmr_vector(self, vector: Any, k: int | None = None, *, fetch_k: int = 20, lambda_mult: float = 0.5,
+                   where: Filter | None = None) -> list[Hit]:
+        """``k`` hits chosen by maximal marginal relevance among the ``fetch_k`` most similar (:func:`mmr_store`)."""
+        k = self.k if k is None else self._check_k(k)
+        return mmr_store(self.store, vector, k, fetch_k=fetch_k, lambda_mult=lambda_mult, where=where,
+                         oversample=self.oversample, rescore=self.rescore, text_key=self.text_key)
+
+
+def search_store(store: VectorStore, vector: Any, k: int, *, where: Filter | None = None, oversample: float = 4.0,
+                 rescore: Rescore = "int8", text_key: str = "text") -> list[Hit]:
+    """One query vector's top ``k`` in ``store`` as hits with their payloads (for adapters that receive vectors
+    already embedded, as a LlamaIndex vector store does)."""
+    found = store.search(np.asarray(vector, dtype=np.float32)[None, :], k, oversample=oversample, rescore=rescore,
+                         where=where)
+    ids, scores = found.ids[0], [float(s) for s in found.scores[0]]
+    payloads = found.payloads[0] if found.payloads is not None else store.get_payloads(ids)
+    return [Hit(i, s, s, None, p, p.get(text_key)) for i, s, p in zip(ids, scores, payloads, strict=True)]
+
+
+def mmr_store(store: VectorStore, vector: Any, k: int, *, fetch_k: int = 20, lambda_mult: float = 0.5,
+              where: Filter | None = None, oversample: float = 4.0, rescore: Rescore = "int8",
+              text_key: str = "text") -> list[Hit]:
+    """``k`` hits chosen by maximal marginal relevance (:func:`mmr`) among the ``fetch_k`` most similar, with
+    the stored vectors (decoded) standing for the documents; scores stay the similarities to the query."""
+    hits = search_store(store, vector, max(k, fetch_k), where=where, oversample=oversample, rescore=rescore,
+                        text_key=text_key)
+    if not hits:
+        return []
+    records = {r.id: r.vector for r in store.get([h.id for h in hits], with_vectors=True) if r.vector is not None}
+    hits = [h for h in hits if h.id in records]
+    chosen = mmr(np.asarray(vector, dtype=np.float32), np.stack([records[h.id] for h in hits]), k, lambda_mult)
+    return [hits[n] for n in chosen]

@@ -3,6 +3,8 @@
 * :class:`EmbedOptEmbedding`: a ``BaseEmbedding`` with embedopt's fingerprinted cache, batching and routing.
 * :class:`EmbedOptRerank`: a node postprocessor that reranks with a cross-encoder or Voyage.
 * :class:`EmbedOptRetriever`: a ``BaseRetriever`` over embedopt's two-stage retrieval pipeline.
+* :class:`EmbedOptVectorStore`: a vector store (MetadataFilters, delete by document, StorageContext persistence)
+  on embedopt's embedded index, Qdrant's engine in-process, or a Qdrant server.
 """
 
 from __future__ import annotations
@@ -14,5 +16,6 @@ require("llama_index.core", extra="llamaindex", feature="llamaindex_embedopt", p
 from .embeddings import EmbedOptEmbedding  # noqa: E402
 from .postprocessor import EmbedOptRerank  # noqa: E402
 from .retrievers import EmbedOptRetriever  # noqa: E402
+from .vector_store import EmbedOptVectorStore  # noqa: E402
 
-__all__ = ["EmbedOptEmbedding", "EmbedOptRerank", "EmbedOptRetriever"]
+__all__ = ["EmbedOptEmbedding", "EmbedOptRerank", "EmbedOptRetriever", "EmbedOptVectorStore"]

@@ -8,6 +8,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from pydantic import Field
 
 from embedopt.config import EmbedderFields
+from embedopt.errors import ConfigError
 
 __all__ = ["EmbedOptEmbedding"]
 
@@ -28,6 +29,21 @@ class EmbedOptEmbedding(EmbedderFields, BaseEmbedding):
     @classmethod
     def class_name(cls) -> str:
         return "EmbedOptEmbedding"
+
+    @classmethod
+    def wrap(cls, embed_model: BaseEmbedding, *, native_dim: int | None = None, **fields: Any) -> EmbedOptEmbedding:
+        """Put embedopt's cache (and Matryoshka, quantization, batching) around a LlamaIndex embedding you already
+        use: ``EmbedOptEmbedding.wrap(OpenAIEmbedding(model="text-embedding-3-small"), cache="memory,sqlite")``.
+        Cached under a fingerprint of the wrapped class and its model fields (never a key), queries and documents
+        apart; ``native_dim`` and ``fields`` as in the LangChain twin ``EmbedOptEmbeddings.wrap``."""
+        if isinstance(embed_model, EmbedOptEmbedding):
+            raise ConfigError("that is already an EmbedOptEmbedding; use it as it is")
+        if not isinstance(embed_model, BaseEmbedding):
+            raise ConfigError(f"wrap() takes a LlamaIndex BaseEmbedding, got {type(embed_model).__name__}")
+        return cls._wrapping(embed_model, embed_model.get_text_embedding_batch, embed_model.get_query_embedding,
+                             aembed_documents=embed_model.aget_text_embedding_batch,
+                             aembed_query=embed_model.aget_query_embedding, native_dim=native_dim,
+                             fields=fields)
 
     def to_payload(self) -> dict[str, Any]:
         return {**super().to_payload(), "fingerprint": self._embedder.fingerprint("document").id,

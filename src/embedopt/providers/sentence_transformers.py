@@ -46,6 +46,8 @@ class SentenceTransformerProvider(BaseProvider):
         batch_size: inner batch size handed to ``encode``.
         max_seq_length: truncate inputs to this many tokens (default: the model's own limit).
         trust_remote_code: allow custom model code (Jina v3, nomic); off by default.
+        cache_folder: where a hub model is downloaded (sentence-transformers' and HuggingFaceEmbeddings'
+            ``cache_folder``); default the hub's cache.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class SentenceTransformerProvider(BaseProvider):
         batch_size: int = 32,
         max_seq_length: int | None = None,
         trust_remote_code: bool = False,
+        cache_folder: str | None = None,
     ) -> None:
         if backend not in _BACKENDS:
             raise ConfigError(f"backend must be one of {_BACKENDS}, got {backend!r}")
@@ -71,7 +74,7 @@ class SentenceTransformerProvider(BaseProvider):
             resolved = resolve_model(model)
             name = resolved.name
             self._model = _load(st, resolved.location, os.fspath(model), device=device, backend=backend,
-                                trust_remote_code=trust_remote_code)
+                                trust_remote_code=trust_remote_code, cache_folder=cache_folder)
         elif isinstance(model, st.SentenceTransformer):
             self._model = model
             name = _name_of_loaded(model)
@@ -176,9 +179,10 @@ def _name_of_loaded(model: Any) -> str:
 
 
 def _load(st: Any, location: str, spec: str, *, device: str | None, backend: str,
-          trust_remote_code: bool) -> SentenceTransformer:
+          trust_remote_code: bool, cache_folder: str | None = None) -> SentenceTransformer:
     try:
-        return st.SentenceTransformer(location, device=device, backend=backend, trust_remote_code=trust_remote_code)
+        return st.SentenceTransformer(location, device=device, backend=backend, trust_remote_code=trust_remote_code,
+                                      cache_folder=cache_folder)
     except ImportError as exc:  # optimum for onnx/openvino
         raise MissingExtraError("local", getattr(exc, "name", None) or "optimum",
                                 f"the {backend} backend of sentence-transformers") from exc

@@ -91,28 +91,51 @@ class BinaryScan:
             self._np = np.concatenate([self._np, *self._chunks])
             self._chunks = []
 
-    def search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(distances int32, rows int64) of shape (n_queries, n), nearest first; ``n <= len(self)``."""
+    def search(self, queries: np.ndarray, n: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(distances int32, rows int64) of shape (n_queries, n), nearest first; ``n <= len(self)``. ``allowed``
+        (a bool per row) restricts the scan to those rows (a metadata filter): faiss skips the others inside its
+        scan (an ``IDSelectorBitmap``), numpy computes distances for the allowed rows only; rows past the
+        number allowed come back as -1."""
         q = np.ascontiguousarray(queries, dtype=np.uint8)
         faiss = self._faiss
+        if allowed is not None:
+            return self._search_allowed(q, n, allowed)
         if self._index is not None and faiss is not None:
-            # One query gains nothing from a second thread (bench/hamming.py), and an OpenMP team on a busy
-            # machine can stall; batches use the threads given, else faiss's own setting.
-            threads = self.threads or (1 if len(q) == 1 else None)
-            before = faiss.omp_get_max_threads()
-            if threads:
-                faiss.omp_set_num_threads(threads)
-            try:
-                dist, rows = self._index.search(q, n)
-            finally:
-                if threads:
-                    faiss.omp_set_num_threads(before)
-            return dist.astype(np.int32, copy=False), rows
+            return self._faiss_search(q, n)
         self._merge()
-        dist = np.empty((len(q), len(self._np)), dtype=np.int32)
+        return _top_n(self._hamming(q, self._np), n, largest=False)
+
+    def _faiss_search(self, q: np.ndarray, n: int, params: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        faiss = self._faiss
+        assert faiss is not None and self._index is not None
+        # One query gains nothing from a second thread (bench/hamming.py), and an OpenMP team on a busy
+        # machine can stall; batches use the threads given, else faiss's own setting.
+        threads = self.threads or (1 if len(q) == 1 else None)
+        before = faiss.omp_get_max_threads()
+        if threads:
+            faiss.omp_set_num_threads(threads)
+        try:
+            dist, rows = self._index.search(q, n) if params is None else self._index.search(q, n, params=params)
+        finally:
+            if threads:
+                faiss.omp_set_num_threads(before)
+        return dist.astype(np.int32, copy=False), rows
+
+    @staticmethod
+    def _hamming(q: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        dist = np.empty((len(q), len(codes)), dtype=np.int32)
         for j, row in enumerate(q):  # one query at a time keeps the temporary at n_rows x nbytes
-            dist[j] = np.bitwise_count(np.bitwise_xor(self._np, row)).sum(axis=1, dtype=np.int32)
-        return _top_n(dist, n, largest=False)
+            dist[j] = np.bitwise_count(np.bitwise_xor(codes, row)).sum(axis=1, dtype=np.int32)
+        return dist
+
+    def _search_allowed(self, q: np.ndarray, n: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        faiss = self._faiss
+        if self._index is not None and faiss is not None:
+            bitmap = np.packbits(allowed, bitorder="little")  # kept alive until the search returns
+            selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap))
+            return self._faiss_search(q, n, faiss.SearchParameters(sel=selector))
+        self._merge()
+        return _subset_top_n(self._hamming(q, self._np[allowed]), allowed, n, largest=False)
 
 
 class FloatScan:
@@ -139,6 +162,21 @@ class FloatScan:
         self._chunks, self._m = [], np.zeros((0, self.dim), dtype=np.float32)
         self.add(vectors)
 
-    def search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(similarities float32, rows int64), best first."""
-        return _top_n(np.asarray(queries, dtype=np.float32) @ self.codes().T, n, largest=True)
+    def search(self, queries: np.ndarray, n: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities float32, rows int64), best first; ``allowed`` as in :meth:`BinaryScan.search`."""
+        q = np.asarray(queries, dtype=np.float32)
+        if allowed is None:
+            return _top_n(q @ self.codes().T, n, largest=True)
+        return _subset_top_n(q @ self.codes()[allowed].T, allowed, n, largest=True)
+
+
+def _subset_top_n(dist: np.ndarray, allowed: np.ndarray, n: int, *, largest: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``n`` over the allowed rows' scores, as rows of the whole set; padded with -1 past the allowed count."""
+    rows_of = np.flatnonzero(allowed)
+    got = min(n, len(rows_of))
+    out_d = np.zeros((len(dist), n), dtype=dist.dtype)
+    out_r = np.full((len(dist), n), -1, dtype=np.int64)
+    if got:
+        d, r = _top_n(dist, got, largest=largest)
+        out_d[:, :got], out_r[:, :got] = d, rows_of[r]
+    return out_d, out_r

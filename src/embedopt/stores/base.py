@@ -10,8 +10,9 @@ import numpy as np
 
 from ..errors import DimensionError, InputError
 from ..fingerprint import Fingerprint
+from .filters import Filter
 
-__all__ = ["RESCORES", "Rescore", "SearchResult", "VectorStore", "as_ids", "check_counts", "check_vectors"]
+__all__ = ["RESCORES", "Record", "Rescore", "SearchResult", "VectorStore", "as_ids", "check_counts", "check_vectors"]
 
 Rescore = Literal["int8", "float", "none"]
 RESCORES: tuple[str, ...] = ("int8", "float", "none")
@@ -33,10 +34,24 @@ class SearchResult:
     ``None`` when they are to be fetched with :meth:`VectorStore.get_payloads`."""
 
 
+@dataclass(frozen=True)
+class Record:
+    """A stored entry: its id, payload and, when asked for, the vector the store keeps (for a quantized store,
+    the vector its codes decode to, good for MMR but not bit-exact)."""
+
+    id: str
+    payload: dict[str, Any]
+    vector: np.ndarray | None = None
+
+
 @runtime_checkable
 class VectorStore(Protocol):
-    """A store of one embedding space: :class:`~embedopt.stores.QuantizedIndex` or
-    :class:`~embedopt.stores.QdrantStore`."""
+    """A store of one embedding space: :class:`~embedopt.stores.QuantizedIndex`,
+    :class:`~embedopt.stores.QdrantStore` or :class:`~embedopt.stores.EdgeStore`.
+
+    ``where`` is a metadata filter (:mod:`embedopt.stores.filters`), applied during the search: a filtered search
+    still returns ``k`` hits when ``k`` entries match.
+    """
 
     fingerprint: Fingerprint
     dim: int
@@ -45,12 +60,20 @@ class VectorStore(Protocol):
 
     def add(self, ids: Any, vectors: Any, payloads: list[dict[str, Any]] | None = None) -> None: ...
 
-    def delete(self, ids: Any) -> int: ...
+    def delete(self, ids: Any = None, *, where: Filter | None = None) -> int:
+        """Delete ``ids``, or the entries matching ``where`` (both: the ids that match); returns how many."""
+
+    def clear(self) -> None:
+        """Delete every entry."""
+
+    def get(self, ids: Any = None, *, where: Filter | None = None, with_vectors: bool = False,
+            limit: int | None = None) -> list[Record]:
+        """The entries of ``ids`` that exist (in the order asked), or those matching ``where``."""
 
     def get_payloads(self, ids: list[str]) -> list[dict[str, Any]]: ...
 
-    def search(self, queries: Any, k: int = 10, *, oversample: float = 4.0,
-               rescore: Rescore = "int8") -> SearchResult: ...
+    def search(self, queries: Any, k: int = 10, *, oversample: float = 4.0, rescore: Rescore = "int8",
+               where: Filter | None = None) -> SearchResult: ...
 
 
 def check_vectors(vectors: Any, dim: int, holder: str) -> np.ndarray:

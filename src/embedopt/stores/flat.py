@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,9 +26,10 @@ import numpy as np
 from ..codec import Codec
 from ..errors import ConfigError, DimensionError, InputError
 from ..fingerprint import Fingerprint
-from ..quantization import MIN_CALIBRATION_SAMPLES, Calibration, float_int8_scores
+from ..quantization import MIN_CALIBRATION_SAMPLES, Calibration, dequantize, float_int8_scores
 from ._scan import BinaryScan, FloatScan
-from .base import RESCORES, Rescore, SearchResult, as_ids, check_counts, check_vectors
+from .base import RESCORES, Record, Rescore, SearchResult, as_ids, check_counts, check_vectors
+from .filters import Filter, FilterNode, canonical, compile_filter, parse_filter
 
 __all__ = ["QuantizedIndex", "Rescore", "SearchResult"]
 
@@ -76,10 +78,8 @@ class QuantizedIndex:
         self.keep_float = keep_float
         self.shortlist = shortlist
         self._scan: BinaryScan | FloatScan
-        if shortlist == "binary":
-            if self.dim % 8:
-                raise DimensionError(f"binary codes need a dim divisible by 8, got {self.dim}")
-            self._scan = BinaryScan(self.dim // 8, backend=backend, threads=threads)
+        if shortlist == "binary":  # a dim that is not a multiple of 8 pads its last byte with zero bits
+            self._scan = BinaryScan((self.dim + 7) // 8, backend=backend, threads=threads)
         elif isinstance(shortlist, int) and not isinstance(shortlist, bool) and 0 < shortlist < self.dim:
             self._scan = FloatScan(shortlist)
         else:
@@ -96,6 +96,9 @@ class QuantizedIndex:
         self._pending_n = 0
         self._pending_dead: list[int] = []  # offsets of pending rows replaced before they were flushed
         self._path: Path | None = None
+        # filter -> (its predicate, whether each row's payload matches): extended as rows are added (a row's
+        # payload never changes: re-adding an id appends a new row), ANDed with the live rows when read
+        self._masks: dict[str, tuple[Callable[[Mapping[str, Any]], bool], np.ndarray]] = {}
 
     # ------------------------------------------------------------------------------------------- describe
     def __len__(self) -> int:
@@ -206,22 +209,89 @@ class QuantizedIndex:
         found = (pos >= 0) & (self._ids[rows] == keys) & self._alive[rows]
         return np.where(found, rows, -1)
 
-    def delete(self, ids: Any) -> int:
-        """Delete ``ids`` (unknown ids are ignored); returns how many were deleted."""
-        id_list = as_ids(ids)
-        rows = self._rows(id_list)
-        for i, r in zip(id_list, rows, strict=True):
-            if r >= 0:
-                self.payloads.pop(i, None)
+    def delete(self, ids: Any = None, *, where: Filter | None = None) -> int:
+        """Delete ``ids`` (unknown ids are ignored), or the entries matching ``where`` (both given: the ids that
+        match); returns how many were deleted."""
+        node = parse_filter(where)
+        if ids is None and node is None:
+            raise ConfigError("delete() needs ids or where=; clear() deletes everything")
+        self._flush()
+        if ids is None:
+            rows = np.flatnonzero(self._allowed(node))
+        else:
+            rows = self._rows(as_ids(ids))
+            if node is not None:
+                rows = rows[(rows >= 0) & self._allowed(node)[np.clip(rows, 0, None)]]
+        rows = rows[rows >= 0]
+        for r in rows:
+            self.payloads.pop(self._ids[r].decode(), None)
         return self._kill(rows)
+
+    def clear(self) -> None:
+        """Delete every entry (the calibration and settings stay)."""
+        self._flush()
+        self._kill(np.flatnonzero(self._alive))
+        self.payloads = {}
 
     def get_payloads(self, ids: list[str]) -> list[dict[str, Any]]:
         return [self.payloads.get(i, {}) for i in ids]
 
+    def get(self, ids: Any = None, *, where: Filter | None = None, with_vectors: bool = False,
+            limit: int | None = None) -> list[Record]:
+        """The entries of ``ids`` that exist, in the order asked (or those matching ``where``, in insertion
+        order, at most ``limit``). Vectors are the float16 copies when kept, else the int8 codes decoded."""
+        node = parse_filter(where)
+        self._flush()
+        if ids is None:
+            rows = np.flatnonzero(self._allowed(node) if node is not None else self._alive)
+        else:
+            rows = self._rows(as_ids(ids))
+            rows = rows[rows >= 0]
+            if node is not None:
+                rows = rows[self._allowed(node)[rows]]
+        if limit is not None:
+            rows = rows[:limit]
+        vectors: list[np.ndarray | None] = [None] * len(rows)
+        if with_vectors and len(rows):
+            order = np.argsort(rows)  # read the (memory-mapped) vectors in row order
+            if self._f16 is not None:
+                block = np.asarray(self._f16[rows[order]], dtype=np.float32)
+            else:
+                assert self.calibration is not None
+                block = dequantize(np.asarray(self._int8[rows[order]]), self.calibration).astype(np.float32)
+            vectors = list(block[np.argsort(order)])
+        out = []
+        for r, v in zip(rows, vectors, strict=True):
+            i = self._ids[r].decode()
+            out.append(Record(i, dict(self.payloads.get(i, {})), v))
+        return out
+
+    def _allowed(self, node: FilterNode | None) -> np.ndarray:
+        """The live (flushed) rows whose payload matches ``node``. Each filter's matches are computed once per row
+        and kept (32 filters at most), so a filter costs a pass over the payloads the first time only."""
+        if node is None:
+            return self._alive.copy()
+        key = canonical(node)
+        pred, mask = self._masks.pop(key, (None, np.zeros(0, dtype=bool)))
+        if pred is None:
+            pred = compile_filter(node)
+        if len(mask) < len(self._ids):
+            payloads = self.payloads
+            new = np.fromiter((pred(payloads.get(i.decode(), {})) for i in self._ids[len(mask):]), dtype=bool,
+                              count=len(self._ids) - len(mask))
+            mask = np.concatenate([mask, new])
+        if len(self._masks) >= 32:
+            self._masks.pop(next(iter(self._masks)))
+        self._masks[key] = (pred, mask)  # most recently used last
+        return mask & self._alive
+
     # ------------------------------------------------------------------------------------------- search
-    def search(self, queries: Any, k: int = 10, *, oversample: float = 4.0,
-               rescore: Rescore = "int8") -> SearchResult:
-        """Top ``k`` of each query: shortlist ``ceil(k * oversample)`` candidates, rescore them, keep ``k``."""
+    def search(self, queries: Any, k: int = 10, *, oversample: float = 4.0, rescore: Rescore = "int8",
+               where: Filter | None = None) -> SearchResult:
+        """Top ``k`` of each query: shortlist ``ceil(k * oversample)`` candidates, rescore them, keep ``k``.
+
+        ``where`` (a metadata filter, :mod:`embedopt.stores.filters`) restricts the shortlist scan itself to the
+        matching rows, so the search stays exact and returns ``k`` hits whenever ``k`` entries match."""
         q = self._check(queries)
         if not isinstance(k, int) or k < 1:
             raise ConfigError(f"k must be a positive int, got {k!r}")
@@ -231,14 +301,19 @@ class QuantizedIndex:
             raise ConfigError(f"rescore must be one of {RESCORES}, got {rescore!r}")
         if rescore == "float" and self._f16 is None:
             raise ConfigError("rescore='float' needs the float16 vectors: build the index with keep_float=True")
+        node = parse_filter(where)
         self._flush()
-        alive = len(self._alive) - self._dead
+        allowed = self._allowed(node) if node is not None else None
+        alive = len(self._alive) - self._dead if allowed is None else int(allowed.sum())
         if alive == 0:
             return SearchResult([[] for _ in q], [np.zeros(0, dtype=np.float32) for _ in q])
         started = time.perf_counter()
         keep = min(alive, max(k, int(np.ceil(k * oversample))))
-        dead = len(self._ids) - alive
-        first, rows = self._scan.search(self._codes(q), min(len(self._ids), keep + dead))
+        if allowed is None:
+            dead = len(self._ids) - alive
+            first, rows = self._scan.search(self._codes(q), min(len(self._ids), keep + dead))
+        else:  # the filter's rows only (deleted rows are not among them)
+            first, rows = self._scan.search(self._codes(q), keep, allowed)
         shortlisted = time.perf_counter()
         ids: list[list[str]] = []
         scores: list[np.ndarray] = []

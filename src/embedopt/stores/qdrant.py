@@ -22,11 +22,13 @@ from .._extras import require
 from ..errors import ConfigError, DimensionError
 from ..fingerprint import Fingerprint
 from ..matryoshka import truncate
-from .base import Rescore, SearchResult, as_ids, check_counts, check_vectors
+from .base import Record, Rescore, SearchResult, as_ids, check_counts, check_vectors
+from .filters import Filter, parse_filter, to_qdrant
+from .quantization_config import HnswConfig, QuantizationConfig
 
 __all__ = ["QdrantStore"]
 
-Quantization = Literal["binary", "scalar", "none"]
+Quantization = Literal["binary", "scalar", "none"] | QuantizationConfig
 _ID_KEY = "_embedopt_id"
 _NS = uuid.UUID("6f1d8a52-9c51-4c1e-9a8e-6f1c2b7d0e11")
 _BATCH = 256
@@ -50,7 +52,11 @@ class QdrantStore:
         client: a ``QdrantClient``; else one is made from ``url``/``api_key`` (server) or ``location``/``path``
             (local mode).
         dim: stored dimension (a Matryoshka truncation); default the model's.
-        quantization: ``binary`` (32x smaller, rescored from the originals), ``scalar`` (int8) or ``none``.
+        quantization: ``binary`` (32x smaller, rescored from the originals), ``scalar`` (int8), ``none``, or a
+            :class:`~embedopt.stores.QuantizationConfig` (1.5/2-bit binary, product quantization, oversampling):
+            the same object :class:`~embedopt.stores.EdgeStore` takes, so moving from the embedded engine to a
+            server keeps the settings.
+        hnsw: the HNSW graph settings (default: the server's).
         matryoshka_dims: prefixes stored as named vectors ``mrl{d}``; ``search(..., funnel=d)`` shortlists on one
             and rescores with the full vector, in one ``query_points`` call with prefetch.
         activate: point the alias at this version when it is created (default), or leave the live one alone.
@@ -59,13 +65,14 @@ class QdrantStore:
     def __init__(self, fingerprint: Fingerprint, *, collection: str, client: Any = None, url: str | None = None,
                  api_key: str | None = None, location: str | None = None, path: str | None = None,
                  dim: int | None = None, quantization: Quantization = "binary",
-                 matryoshka_dims: Sequence[int] = (), on_disk: bool = True, activate: bool = True) -> None:
+                 matryoshka_dims: Sequence[int] = (), on_disk: bool = True, activate: bool = True,
+                 hnsw: HnswConfig | None = None) -> None:
         qc = require("qdrant_client", extra="qdrant", feature="QdrantStore", package="qdrant-client")
         from qdrant_client import models
 
         self._m = models
-        if quantization not in ("binary", "scalar", "none"):
-            raise ConfigError(f"quantization must be 'binary', 'scalar' or 'none', got {quantization!r}")
+        self.config = QuantizationConfig.of(quantization)
+        self.hnsw = hnsw
         self.fingerprint = fingerprint
         self.dim = fingerprint.dim if dim is None else int(dim)
         if not 0 < self.dim <= fingerprint.dim:
@@ -73,7 +80,7 @@ class QdrantStore:
         self.matryoshka_dims = tuple(sorted({int(d) for d in matryoshka_dims}))
         if any(not 0 < d < self.dim for d in self.matryoshka_dims):
             raise DimensionError(f"matryoshka_dims must lie below the stored dim {self.dim}: {matryoshka_dims}")
-        self.quantization = quantization
+        self.quantization = self.config.label
         if client is None:
             if url is not None:
                 client = qc.QdrantClient(url=url, api_key=api_key)
@@ -84,7 +91,8 @@ class QdrantStore:
         self.alias = collection
         self.name = f"{collection}__{fingerprint.space_id[:12]}_d{self.dim}"
         self._meta = {"embedopt": "qdrant-store/1", "fingerprint": json.dumps(fingerprint.to_dict()),
-                      "dim": self.dim, "quantization": quantization, "matryoshka_dims": list(self.matryoshka_dims)}
+                      "dim": self.dim, "quantization": self.quantization,
+                      "matryoshka_dims": list(self.matryoshka_dims)}
         if not client.collection_exists(self.name):
             self._create(on_disk)
         else:
@@ -102,17 +110,12 @@ class QdrantStore:
     # ------------------------------------------------------------------------------------------- versions
     def _create(self, on_disk: bool) -> None:
         m = self._m
-        quant: Any = None
-        if self.quantization == "binary":
-            quant = m.BinaryQuantization(binary=m.BinaryQuantizationConfig(always_ram=True))
-        elif self.quantization == "scalar":
-            quant = m.ScalarQuantization(scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, quantile=0.99,
-                                                                           always_ram=True))
         vectors = {"full": m.VectorParams(size=self.dim, distance=m.Distance.DOT, on_disk=on_disk,
-                                          quantization_config=quant)}
+                                          quantization_config=self.config.to_qdrant(m))}
         for d in self.matryoshka_dims:
             vectors[f"mrl{d}"] = m.VectorParams(size=d, distance=m.Distance.DOT)
-        self.client.create_collection(self.name, vectors_config=vectors, metadata=self._meta)
+        self.client.create_collection(self.name, vectors_config=vectors, metadata=self._meta,
+                                      hnsw_config=self.hnsw.to_qdrant(m) if self.hnsw is not None else None)
 
     def _fingerprint_of(self, name: str) -> str:
         meta = self.client.get_collection(name).config.metadata or {}
@@ -177,37 +180,62 @@ class QdrantStore:
         for at in range(0, len(points), _BATCH):
             self.client.upsert(self.name, points=points[at: at + _BATCH], wait=True)
 
-    def delete(self, ids: Any) -> int:
-        id_list = as_ids(ids)
-        present = self.client.retrieve(self.name, ids=[_point_id(i) for i in id_list], with_payload=False)
+    def delete(self, ids: Any = None, *, where: Filter | None = None) -> int:
+        """Delete ``ids``, or the points matching ``where`` (both: the ids that match); returns how many."""
+        if ids is None and parse_filter(where) is None:
+            raise ConfigError("delete() needs ids or where=; clear() deletes everything")
+        present = [r.id for r in self.get(ids, where=where)]
         if present:
-            self.client.delete(self.name, points_selector=self._m.PointIdsList(points=[p.id for p in present]),
+            self.client.delete(self.name, points_selector=self._m.PointIdsList(points=[_point_id(i) for i in present]),
                                wait=True)
         return len(present)
 
+    def clear(self) -> None:
+        self.client.delete(self.name, points_selector=self._m.FilterSelector(filter=self._m.Filter()), wait=True)
+
     def get_payloads(self, ids: list[str]) -> list[dict[str, Any]]:
-        found = {p.payload.get(_ID_KEY): p.payload for p in
-                 self.client.retrieve(self.name, ids=[_point_id(i) for i in ids], with_payload=True)}
-        return [_user_payload(found.get(i)) for i in ids]
+        found = {r.id: r.payload for r in self.get(ids)}
+        return [found.get(i, {}) for i in ids]
+
+    def get(self, ids: Any = None, *, where: Filter | None = None, with_vectors: bool = False,
+            limit: int | None = None) -> list[Record]:
+        """The points of ``ids`` that exist, in the order asked, or those matching ``where`` (at most ``limit``)."""
+        flt = self._filter(where)
+        vectors: Any = ["full"] if with_vectors else False
+        if ids is not None:
+            id_list = as_ids(ids)
+            point_ids: list[Any] = [_point_id(i) for i in dict.fromkeys(id_list)]
+            if flt is None:
+                points = self.client.retrieve(self.name, ids=point_ids, with_payload=True, with_vectors=vectors)
+            else:  # the ids that also match the filter
+                points = self.client.scroll(self.name, limit=max(1, len(point_ids)), with_payload=True,
+                                            with_vectors=vectors, scroll_filter=self._m.Filter(
+                                                must=[flt, self._m.HasIdCondition(has_id=point_ids)]))[0]
+            by_id = {str(p.payload[_ID_KEY]): p for p in points}
+            points = [by_id[i] for i in dict.fromkeys(id_list) if i in by_id]
+        else:
+            points, offset = [], None
+            while limit is None or len(points) < limit:
+                page, offset = self.client.scroll(self.name, scroll_filter=flt, limit=min(_BATCH, limit or _BATCH),
+                                                  offset=offset, with_payload=True, with_vectors=vectors)
+                points.extend(page)
+                if offset is None:
+                    break
+            points = points[:limit]
+        return [Record(str(p.payload[_ID_KEY]), _user_payload(p.payload),
+                       np.asarray(_full(p.vector), dtype=np.float32) if with_vectors else None) for p in points]
 
     # ------------------------------------------------------------------------------------------- search
-    def _filter(self, where: Mapping[str, Any] | None) -> Any:
-        if not where:
-            return None
-        m = self._m
-        must = []
-        for key, value in where.items():
-            if isinstance(value, (list, tuple, set)):
-                must.append(m.FieldCondition(key=key, match=m.MatchAny(any=list(value))))
-            else:
-                must.append(m.FieldCondition(key=key, match=m.MatchValue(value=value)))
-        return m.Filter(must=must)
+    def _filter(self, where: Filter | None) -> Any:
+        node = parse_filter(where)
+        return None if node is None else to_qdrant(node, self._m)
 
     def search(self, queries: Any, k: int = 10, *, oversample: float = 4.0, rescore: Rescore = "int8",
-               where: Mapping[str, Any] | None = None, funnel: int | None = None) -> SearchResult:
+               where: Filter | None = None, funnel: int | None = None) -> SearchResult:
         """Top ``k`` per query. ``rescore`` other than ``"none"`` asks Qdrant to rescore the quantized shortlist
-        (``oversample`` x k) with the original vectors; ``where`` is an exact-match payload filter (a list value
-        matches any of its items); ``funnel=d`` shortlists on the ``mrl{d}`` prefix first."""
+        (``oversample`` x k) with the original vectors; ``where`` is a metadata filter
+        (:mod:`embedopt.stores.filters`) Qdrant applies during the search; ``funnel=d`` shortlists on the
+        ``mrl{d}`` prefix first."""
         q = self._check(queries)
         if not isinstance(k, int) or k < 1:
             raise ConfigError(f"k must be a positive int, got {k!r}")
@@ -215,10 +243,8 @@ class QdrantStore:
             raise ConfigError(f"funnel={funnel} needs matryoshka_dims to include it (have {self.matryoshka_dims})")
         m = self._m
         limit = max(k, math.ceil(k * oversample))
-        params = None
-        if self.quantization != "none":
-            params = m.SearchParams(quantization=m.QuantizationSearchParams(
-                ignore=False, rescore=rescore != "none", oversampling=float(oversample)))
+        params = self.config.search_params(m, oversample=oversample, rescore=rescore != "none",
+                                           hnsw_ef=self.hnsw.ef if self.hnsw is not None else None)
         flt = self._filter(where)
         requests = []
         for row in q:
@@ -237,6 +263,11 @@ class QdrantStore:
         scores = [np.asarray([p.score for p in a.points], dtype=np.float32) for a in answers]
         payloads = [[_user_payload(p.payload) for p in a.points] for a in answers]
         return SearchResult(ids, scores, limit, {"search": (time.perf_counter() - started) * 1e3}, payloads)
+
+
+def _full(vector: Any) -> Any:
+    """The ``full`` vector of a point (named vectors come back as a dict)."""
+    return vector["full"] if isinstance(vector, Mapping) else vector
 
 
 def _user_payload(payload: Mapping[str, Any] | None) -> dict[str, Any]:
