@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.embedopt-installed
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test lint docs bench reranker finetune base-check install services js js-tools clean
+.PHONY: demo test lint docs serve bench reranker finetune base-check install services js js-tools clean
 
 # apt-get needs root: use sudo when not root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -34,6 +34,11 @@ lint: $(STAMP)
 # broken link, or a docstring reference that points nowhere, fails the build.
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
+
+# The gateway on the embedded default (MiniLM and the static model, memory+SQLite cache) on 127.0.0.1:8080; it
+# prints a curl line that works once the models are loaded. CONFIG=serve.toml for your own models, keys, limits.
+serve: $(STAMP)
+	$(BIN)/embedopt serve $(if $(CONFIG),--config $(CONFIG))
 
 # The tests start their own redis-server (Debian's package) on free loopback ports; install it when missing.
 services:
@@ -81,6 +86,8 @@ bench: $(STAMP) services reranker
 	$(BIN)/python bench/retrieval_quality.py
 	$(BIN)/python bench/search.py
 	$(BIN)/python bench/static_js.py
+	bench/peers/setup_infinity.sh
+	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/summary.py
 
 # The base install needs numpy only: install it alone in a second venv, import it, and check that a feature

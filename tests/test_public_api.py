@@ -39,6 +39,8 @@ PUBLIC: dict[str, list[str]] = {
     "embedopt.router": ["POLICIES", "Route", "Router"],
     "embedopt.semantic_cache": ["DEFAULT_THRESHOLD", "MemorySemanticBackend", "RedisSemanticBackend",
                                 "SemanticCache", "SemanticHit"],
+    "embedopt.serve": ["Gateway", "ServeConfig", "build_parser", "create_app", "default_config", "hash_key",
+                       "load_config", "main", "parse_config", "run"],
     "embedopt.specs": ["CacheSpec", "ModelSpec", "cache_entries", "load_provider", "local_model", "open_cache",
                        "option_names", "parse_cache", "parse_model", "provider_entries", "shared_provider"],
     "embedopt.stores": ["EdgeStore", "Filter", "HnswConfig", "QdrantStore", "QuantizationConfig", "QuantizedIndex",

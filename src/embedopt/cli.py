@@ -1,5 +1,5 @@
-"""``embedopt`` command line: embed, distill, finetune, eval, export, indexes and migration, drift, cache, specs,
-models, costs."""
+"""``embedopt`` command line: embed, distill, finetune, eval, export, serve, indexes and migration, drift, cache,
+specs, models, costs."""
 
 from __future__ import annotations
 
@@ -206,6 +206,12 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
     m = export_onnx(args.model, args.output, quantize=args.quantize, scheme=args.scheme, optimize=args.optimize)
     print(json.dumps(m, indent=2))
     return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import run_args
+
+    return run_args(args)
 
 
 def _cmd_index_build(args: argparse.Namespace) -> int:
@@ -517,6 +523,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="an int8 token table with a scale per row (about half "
                    "the size of the float16 table; its own embedding space)")
     p.set_defaults(func=_cmd_export_static)
+
+    from .serve import add_arguments  # light: imports only the config module
+
+    p = sub.add_parser("serve", help="an OpenAI- and Voyage-compatible embedding and rerank gateway (batching, cache, "
+                       "budgets, rate limits); with no config: MiniLM and the static model on 127.0.0.1")
+    add_arguments(p)
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("build-index", help="build a versioned embedded index (version v1) from a BEIR-format corpus")
     p.add_argument("dataset", help="a BEIR-format folder; its corpus is indexed")
