@@ -3,8 +3,11 @@
 It also answers OpenAI's ``/chat/completions`` with a scripted function (``chat``), for code that asks an LLM.
 
 The official ``openai`` and ``voyageai`` clients talk to it over loopback; no client method is patched. It can
-inject faults: 429 with Retry-After, 500, slow answers and malformed bodies, scripted one by one or at random.
-It counts what it served, so a test can check a cost ledger against the server's own books.
+inject faults: 429 with Retry-After, 500, slow answers, hangs, malformed bodies, wrong indices, another model's
+answer, missing rows, cut vectors and cut bodies, scripted one by one or at random (``FAULTS`` lists them).
+It counts what it served, so a test can check a cost ledger against the server's own books: ``ok_tokens`` for
+the answers that were right, ``billed_tokens`` for every answer it sent with HTTP 200 (a real API bills those,
+right or wrong), the slow and hung ones excepted (their client gave up before the answer came).
 """
 
 from __future__ import annotations
@@ -25,7 +28,18 @@ import numpy as np
 EmbedFn = Callable[[list[str], str, str | None], np.ndarray]
 """(texts, model, input_type or None) -> float32 array (n, dim)."""
 
-FAULTS = ("429", "500", "503", "slow", "malformed_json", "bad_base64", "wrong_count", "wrong_dim")
+FAULTS = ("429", "500", "503", "slow", "malformed_json", "bad_base64", "wrong_count", "wrong_dim",
+          "wrong_index", "foreign_model", "missing_rows", "cut_body", "hang")
+"""``wrong_index``: a doubled index and a missing one (rows would swap); ``foreign_model``: the answer says it
+comes from another model; ``missing_rows``: half the rows (at least one) missing; ``wrong_dim``: every vector cut
+by one value; ``cut_body``: the connection closes halfway through the body; ``hang``: no answer until the server
+stops (or ``hang_seconds``)."""
+
+#: Faults answered with HTTP 200 and a whole body that reports its usage (a real API bills them, and the client
+#: can read what): refused answers whose tokens a ledger must count. (A cut body or a body that is not JSON was
+#: billed too, but its usage cannot be read, so no client can count it.)
+BILLED_FAULTS = frozenset({"bad_base64", "wrong_count", "wrong_dim", "wrong_index", "foreign_model",
+                           "missing_rows"})
 
 
 def server_tokens(text: str) -> int:
@@ -42,11 +56,18 @@ def _cl100k():
 
 class FakeEmbeddingAPI:
     def __init__(self, embed: EmbedFn, *, api_key: str = "sk-test-0123456789abcdefghijklmnop",
-                 max_tokens: int | None = None, slow_seconds: float = 2.0) -> None:
+                 max_tokens: int | None = None, slow_seconds: float = 2.0, hang_seconds: float = 120.0,
+                 answer_model: str | None = None, echo_key_header: bool = False) -> None:
         self.embed = embed
         self.api_key = api_key
         self.max_tokens = max_tokens
         self.slow_seconds = slow_seconds
+        self.hang_seconds = hang_seconds
+        self.answer_model = answer_model
+        """The ``model`` every answer names (a TEI-like server that ignores the request's); ``None``: the one asked."""
+        self.echo_key_header = echo_key_header
+        """On a 401, echo the key that was sent in a response header too (some gateways do)."""
+        self._stopping = threading.Event()
         self.script: list[str] = []
         self.fail_rate = 0.0
         self.fail_kinds: tuple[str, ...] = ("429", "500", "malformed_json")
@@ -54,6 +75,7 @@ class FakeEmbeddingAPI:
         self.lock = threading.Lock()
         self.ok_requests: Counter[str] = Counter()
         self.ok_tokens: Counter[str] = Counter()
+        self.billed_tokens: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self.requests = 0
         self.bodies: list[dict[str, Any]] = []
@@ -64,6 +86,7 @@ class FakeEmbeddingAPI:
     # ------------------------------------------------------------------------------------------- lifecycle
     def start(self) -> FakeEmbeddingAPI:
         api = self
+        _cl100k()  # load the tokenizer now: the first request must not be slow because of it
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -80,6 +103,7 @@ class FakeEmbeddingAPI:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()  # hung handlers return
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -126,7 +150,10 @@ class FakeEmbeddingAPI:
         auth = h.headers.get("Authorization", "")
         if auth != f"Bearer {self.api_key}":
             # like real APIs, echo (part of) the key that was sent: the client side must not repeat it
-            return self._error(h, 401, f"Incorrect API key provided: {auth.removeprefix('Bearer ')}")
+            sent = auth.removeprefix("Bearer ")
+            return self._error(h, 401, f"Incorrect API key provided: {sent}",
+                               {"WWW-Authenticate": f'Bearer error="invalid_token", key="{sent}"'}
+                               if self.echo_key_header else None)
         try:
             body = json.loads(raw)
         except ValueError:
@@ -150,8 +177,10 @@ class FakeEmbeddingAPI:
             return self._chat(h, body)
         if fault == "slow":
             time.sleep(self.slow_seconds)
-        if fault == "malformed_json":
-            return self._send(h, 200, b'{"data": [', content_type="application/json")
+        if fault == "hang":
+            self._stopping.wait(self.hang_seconds)
+            h.close_connection = True
+            return None
         texts = body.get("input")
         if isinstance(texts, str):
             texts = [texts]
@@ -161,6 +190,11 @@ class FakeEmbeddingAPI:
         tokens = [server_tokens(t) for t in texts]
         if self.max_tokens is not None and max(tokens) > self.max_tokens:
             return self._error(h, 400, f"an input has {max(tokens)} tokens, over the limit of {self.max_tokens}")
+        if fault in BILLED_FAULTS:
+            with self.lock:
+                self.billed_tokens[model] += sum(tokens)
+        if fault == "malformed_json":
+            return self._send(h, 200, b'{"data": [', content_type="application/json")
         vectors = np.asarray(self.embed(texts, model, body.get("input_type")), dtype=np.float32)
         dims = body.get("dimensions") or body.get("output_dimension")
         if dims:
@@ -188,15 +222,34 @@ class FakeEmbeddingAPI:
             data.append({"object": "embedding", "embedding": payload, "index": i})
         if fault == "wrong_count":
             data = data[:-1] if len(data) > 1 else data + data
+        if fault == "missing_rows":
+            data = data[: len(data) // 2]
+        if fault == "wrong_index":  # the last row claims the first one's index: one index doubled, one missing
+            data[-1]["index"] = 0 if len(data) > 1 else 1
         data.reverse()  # the clients must order by index, not by position
         total = sum(tokens)
         if fault is None:
             with self.lock:
                 self.ok_requests[model] += 1
                 self.ok_tokens[model] += total
-        answer = {"object": "list", "data": data, "model": model,
+                self.billed_tokens[model] += total
+        named = "another-model-of-the-same-size" if fault == "foreign_model" else (self.answer_model or model)
+        answer = {"object": "list", "data": data, "model": named,
                   "usage": {"prompt_tokens": total, "total_tokens": total}}
-        self._send(h, 200, json.dumps(answer).encode())
+        raw = json.dumps(answer).encode()
+        if fault == "cut_body":  # announce the whole body, send half of it, hang up
+            try:
+                h.send_response(200)
+                h.send_header("Content-Type", "application/json")
+                h.send_header("Content-Length", str(len(raw)))
+                h.end_headers()
+                h.wfile.write(raw[: len(raw) // 2])
+                h.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            h.close_connection = True
+            return None
+        self._send(h, 200, raw)
 
     def _chat(self, h: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
         messages, model = body.get("messages"), str(body.get("model"))

@@ -134,9 +134,13 @@ class EmbedderFields(BaseModel):
 
     @model_validator(mode="after")
     def _build(self) -> Any:
+        self._make_embedder()
+        return self
+
+    def _make_embedder(self) -> None:
         if self.embedder is not None:
             self._embedder = self.embedder
-            return self
+            return
         enc = self.encode_kwargs
         normalize = bool(enc.get("normalize_embeddings", self.normalize))
         show_progress = bool(enc.get("show_progress_bar", self.show_progress))
@@ -147,7 +151,7 @@ class EmbedderFields(BaseModel):
 
             calibration = Calibration.load(self.calibration_path) if self.calibration_path else None
             self._embedder = Embedder(self.provider, calibration=calibration, **options)  # type: ignore[arg-type]
-            return self
+            return
         provider_options = dict(self.model_kwargs)
         if "batch_size" in enc:
             provider_options["batch_size"] = enc["batch_size"]
@@ -157,7 +161,6 @@ class EmbedderFields(BaseModel):
             self.model_name, api_key=self.api_key.get_secret_value() if self.api_key is not None else None,
             base_url=self.base_url, provider_options=provider_options, calibration_path=self.calibration_path,
             **options)
-        return self
 
     @classmethod
     def _wrapping(cls, obj: Any, embed_documents: Callable[[list[str]], Sequence[Sequence[float]]],
@@ -177,3 +180,20 @@ class EmbedderFields(BaseModel):
     def core(self) -> Embedder:
         """The embedopt ``Embedder`` underneath (stats, ledger, fingerprints, cache)."""
         return self._embedder
+
+    # Frameworks copy and pickle their components. Pickled, an adapter built from fields is its fields (the
+    # Embedder is built again on load, sharing this process's copy of a local model); one given ``embedder=``
+    # pickles that Embedder (see Embedder.__getstate__). Deep-copied, the Embedder's copy shares the provider,
+    # cache and ledger. A pickle holds the API key it was given, as the frameworks' own adapters' pickles do.
+    def __getstate__(self) -> dict[Any, Any]:
+        state = BaseModel.__getstate__(self)
+        private = dict(state.get("__pydantic_private__") or {})
+        if self.embedder is None:
+            private.pop("_embedder", None)
+        state["__pydantic_private__"] = private
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        BaseModel.__setstate__(self, state)
+        if "_embedder" not in (self.__pydantic_private__ or {}):
+            self._make_embedder()

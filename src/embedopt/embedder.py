@@ -4,8 +4,12 @@ normalize → cache write-back (per batch) → restore order → Matryoshka trun
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
+import math
+import numbers
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -75,7 +79,15 @@ class _Job:
     limits): passed on to the provider and the ledger, so nothing counts twice."""
 
 
+#: A lone UTF-16 surrogate (what ``json.loads('"\\ud800"')`` makes): not encodable as UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _validate_texts(texts: Any) -> list[str]:
+    """The texts as a list, or an InputError naming the first unusable one (not a str, empty, a lone surrogate).
+
+    Lone surrogates are refused rather than replaced: a replacement would send and cache a text other than the
+    one given, and two different broken texts would share one vector."""
     if isinstance(texts, (str, bytes)):
         raise InputError(
             "expected a list of texts but got a single string; wrap it in a list, or use embed_query for one query"
@@ -91,6 +103,13 @@ def _validate_texts(texts: Any) -> list[str]:
             raise InputError(f"text #{i} is a {type(t).__name__}, not a str; convert it to text first", i)
         if not t.strip():
             raise InputError(f"text #{i} is empty or only whitespace; drop it before embedding (nothing to embed)", i)
+        bad = _SURROGATE.search(t)
+        if bad is not None:
+            raise InputError(
+                f"text #{i} holds a lone surrogate (U+{ord(bad.group()):04X}) at character {bad.start()}: it is not "
+                "valid Unicode, so it can be neither sent, hashed for the cache key nor stored. It usually comes from "
+                "text decoded badly upstream (a JSON \\ud800 escape of half a character, or surrogateescape); fix "
+                "the decoding, or replace it: text.encode('utf-8', 'replace').decode('utf-8')", i)
     return items
 
 
@@ -142,10 +161,17 @@ class Embedder:
             )
         if on_overflow not in ("truncate", "error"):
             raise ConfigError(f"on_overflow must be 'truncate' or 'error', got {on_overflow!r}")
+        if cache_ttl is not None and (isinstance(cache_ttl, bool) or not isinstance(cache_ttl, numbers.Real)
+                                      or not 0 < cache_ttl < math.inf):  # refuses NaN and infinity too
+            raise ConfigError(f"cache_ttl must be a number of seconds > 0, or None for the tier's default (no "
+                              f"expiry unless the tier has one); got {cache_ttl!r}")
         info = provider.info
         self.codec = Codec.for_model(info.dim, dim=dim, normalize=normalize, precision=precision,
                                      calibration=calibration)
         self.provider = provider
+        self._spec: tuple[str | os.PathLike[str], dict[str, Any]] | None = None
+        """(model spec, provider options) when made by :meth:`from_spec`: a pickle rebuilds the provider from it."""
+        self._cache_spec = cache if isinstance(cache, str) else None
         if isinstance(cache, str):
             from .specs import open_cache
 
@@ -216,7 +242,52 @@ class Embedder:
         provider = shared_provider(model, **provider_options)
         if calibration_path is not None:
             options["calibration"] = Calibration.load(calibration_path)
-        return cls(provider, **options)
+        embedder = cls(provider, **options)
+        embedder._spec = (model, provider_options)
+        return embedder
+
+    # --------------------------------------------------------------------------------------- copy and pickle
+    def __deepcopy__(self, memo: dict[int, Any]) -> Embedder:
+        """A copy that shares the provider, the cache and the ledger (handles on a model, a store and the
+        books, as a copied HTTP client shares its server), with its own lock, in-flight table and counters.
+        Frameworks copy their components (LangChain, LlamaIndex); copying a model's weights is never wanted."""
+        twin = object.__new__(type(self))
+        twin.__dict__.update(self.__dict__)  # shallow: the handles are shared (not copy.copy: that pickles)
+        twin.stats = copy.copy(self.stats)
+        twin._lock = threading.Lock()
+        twin._inflight = {}
+        memo[id(self)] = twin
+        return twin
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled as its settings: a provider made from a spec is rebuilt from it (a local model is loaded once
+        per process), a cache given as a spec is opened again (a memory tier starts empty); a provider given as
+        an object is pickled as that object, and a cache given as an object is refused (ConfigError). Locks and
+        calls in flight are not state. A pickle holds the API key the Embedder was given: keep it private."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_inflight")}
+        if self._spec is not None:
+            state["provider"] = None
+        if self._cache_spec is not None:
+            state["cache"] = None
+        elif self.cache is not None:  # a live tier (connections, files, locks) is not data to pickle
+            raise ConfigError(f"this Embedder was given a cache object ({type(self.cache).__name__}), which cannot "
+                              "be pickled; give it the cache as a spec (cache='memory,sqlite'): a pickle then "
+                              "opens the same tiers again")
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._inflight = {}
+        if self._spec is not None and self.provider is None:
+            from .specs import shared_provider
+
+            model, provider_options = self._spec
+            self.provider = shared_provider(model, **provider_options)
+        if self._cache_spec is not None and self.cache is None:
+            from .specs import open_cache
+
+            self.cache = open_cache(self._cache_spec)
 
     def __repr__(self) -> str:
         return (f"Embedder(provider={self.provider!r}, dim={self.dim}, precision={self.precision!r}, "
@@ -306,9 +377,9 @@ class Embedder:
             todo.sort()
         with self._lock:
             self.stats.cache_hits += len(rows)
-        price = self.provider.info.price_per_1m_tokens
-        if rows and price > 0:  # what the hits would have cost (estimated tokens: counting exactly costs time)
-            self.ledger.record_cache_hits(len(rows), sum(estimate_tokens(job.unique[i]) for i in rows), price)
+        if rows:  # what the hits would have cost (estimated tokens: counting exactly costs time); free ones too
+            self.ledger.record_cache_hits(len(rows), sum(estimate_tokens(job.unique[i]) for i in rows),
+                                          self.provider.info.price_per_1m_tokens)
         job.todo = todo
 
     def _needs_counts(self) -> bool:
@@ -338,26 +409,33 @@ class Embedder:
         # plan_batches indexes into `texts`; map back to positions in job.unique.
         return [Batch([job.todo[j] for j in b.indices], b.tokens) for b in batches]
 
-    def _accept(self, job: _Job, batch: Batch, raw: Any) -> list[tuple[str, np.ndarray]]:
-        """Check a provider's answer for one batch, store it in the job, and return the cache items to write."""
+    def _check(self, job: _Job, batch: Batch, result: Embedded) -> np.ndarray:
+        """A provider's answer for one batch as an (n, dim) finite array, or a ProviderError (billed: the
+        provider answered) saying what is wrong; nothing of a refused batch is cached."""
         info = self.provider.info
-        arr = np.asarray(raw, dtype=np.float32)
+        arr = np.asarray(result.vectors, dtype=np.float32)
         n = len(batch.indices)
+        billed = result.tokens if result.tokens is not None else self._tokens(job, batch)
         if arr.shape != (n, info.dim):
             raise ProviderError(
                 f"{info.provider} model {info.model} returned an array of shape {arr.shape} for {n} texts; "
                 f"expected ({n}, {info.dim}). Nothing from this batch was cached.",
-                provider=info.provider, model=info.model)
+                provider=info.provider, model=info.model, billed_tokens=billed)
         finite = np.isfinite(arr).all(axis=1)
         if not finite.all():
             pos = job.first_position[batch.indices[int(np.flatnonzero(~finite)[0])]]
             raise ProviderError(
                 f"{info.provider} model {info.model} returned NaN or infinity for text #{pos}; nothing from this "
                 "batch was cached (earlier batches were). Check the text and the model (fp16 overflow?).",
-                provider=info.provider, model=info.model)
+                provider=info.provider, model=info.model, billed_tokens=billed)
+        return arr
+
+    def _accept(self, job: _Job, batch: Batch, arr: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """Store a checked batch in the job, and return the cache items to write."""
         if self.normalize:
             arr = l2_normalize(arr)
         job.out[batch.indices] = arr
+        n = len(batch.indices)
         with self._lock:
             self.stats.computed += n
             self.stats.provider_calls += 1
@@ -368,44 +446,77 @@ class Embedder:
     def _batch_counts(self, job: _Job, batch: Batch) -> list[int] | None:
         return [job.counts[i] for i in batch.indices] if job.counts else None
 
-    def _call(self, job: _Job, batch: Batch) -> Embedded:
-        texts = [job.unique[i] for i in batch.indices]
-        started = time.monotonic()
-        with self._provider_errors():
-            result = self.retry.call(partial(self.provider.embed, texts, job.input_type,
-                                             self._batch_counts(job, batch)))
-        self._bill(job, batch, result.tokens, time.monotonic() - started)
-        return result
+    def _tokens(self, job: _Job, batch: Batch) -> int:
+        """The batch's tokens as counted (or estimated) here, for providers that do not say what they billed."""
+        return batch.tokens if job.counts else sum(estimate_tokens(job.unique[i]) for i in batch.indices)
 
-    async def _acall(self, job: _Job, batch: Batch) -> Embedded:
+    def _attempt(self, job: _Job, batch: Batch, texts: list[str]) -> tuple[Embedded, np.ndarray]:
+        try:
+            result = self.provider.embed(texts, job.input_type, self._batch_counts(job, batch))
+            return result, self._check(job, batch, result)
+        except ProviderError as exc:
+            self._rejected(exc)
+            raise
+
+    async def _aattempt(self, job: _Job, batch: Batch, texts: list[str]) -> tuple[Embedded, np.ndarray]:
+        try:
+            result = await aembed(self.provider, texts, job.input_type, self._batch_counts(job, batch))
+            return result, self._check(job, batch, result)
+        except ProviderError as exc:
+            self._rejected(exc)
+            raise
+
+    def _call(self, job: _Job, batch: Batch) -> np.ndarray:
         texts = [job.unique[i] for i in batch.indices]
         started = time.monotonic()
         with self._provider_errors():
-            result = await self.retry.acall(partial(aembed, self.provider, texts, job.input_type,
-                                                    self._batch_counts(job, batch)))
+            result, arr = self.retry.call(partial(self._attempt, job, batch, texts))
         self._bill(job, batch, result.tokens, time.monotonic() - started)
-        return result
+        return arr
+
+    async def _acall(self, job: _Job, batch: Batch) -> np.ndarray:
+        texts = [job.unique[i] for i in batch.indices]
+        started = time.monotonic()
+        with self._provider_errors():
+            result, arr = await self.retry.acall(partial(self._aattempt, job, batch, texts))
+        self._bill(job, batch, result.tokens, time.monotonic() - started)
+        return arr
+
+    def _route(self) -> str:
+        info = self.provider.info
+        return f"{info.provider}:{info.model}"
 
     def _bill(self, job: _Job, batch: Batch, used: int | None, seconds: float) -> None:
         """Record a provider call in the ledger (unless the provider records its own calls, per route)."""
-        tokens = used if used is not None else (batch.tokens if job.counts else
-                                                sum(estimate_tokens(job.unique[i]) for i in batch.indices))
+        tokens = used if used is not None else self._tokens(job, batch)
         with self._lock:
             self.stats.tokens += tokens
         info = self.provider.info
         if not info.records_costs:
-            self.ledger.record(f"{info.provider}:{info.model}", kind=info.kind, texts=len(batch.indices),
+            self.ledger.record(self._route(), kind=info.kind, texts=len(batch.indices),
                                tokens=tokens, price_per_1m_tokens=info.price_per_1m_tokens, seconds=seconds)
+
+    def _rejected(self, exc: ProviderError) -> None:
+        """An attempt whose answer was refused: its billed tokens count (unless the provider keeps the books)."""
+        info = self.provider.info
+        if exc.billed_tokens is not None and not info.records_costs:
+            self.ledger.record_rejected(self._route(), kind=info.kind, tokens=exc.billed_tokens,
+                                        price_per_1m_tokens=info.price_per_1m_tokens)
 
     @contextmanager
     def _provider_errors(self) -> Iterator[None]:
-        """Map a provider's own exceptions to ProviderError (cause kept); embedopt errors pass through as they are."""
+        """Map a provider's own exceptions to ProviderError (cause kept); embedopt errors pass through as they are.
+        A failed call (after its retries) is recorded in the ledger, unless the provider keeps its own books."""
+        info = self.provider.info
         try:
             yield
-        except EmbedOptError:
+        except EmbedOptError as exc:
+            if isinstance(exc, ProviderError) and not info.records_costs:
+                self.ledger.record_failure(self._route(), kind=info.kind)
             raise
         except Exception as exc:
-            info = self.provider.info
+            if not info.records_costs:
+                self.ledger.record_failure(self._route(), kind=info.kind)
             raise ProviderError(f"{info.provider} model {info.model} failed: {type(exc).__name__}: {exc}",
                                 provider=info.provider, model=info.model) from exc
 
@@ -481,7 +592,7 @@ class Embedder:
         batches = self._plan(job)
         with progress_bar(len(job.todo), enabled=self.show_progress, desc=_PROGRESS[job.input_type]) as update:
             for batch in batches:
-                self._write_back(self._accept(job, batch, self._call(job, batch).vectors))
+                self._write_back(self._accept(job, batch, self._call(job, batch)))
                 self._land(job, batch.indices)
                 update(len(batch.indices))
 
@@ -521,7 +632,7 @@ class Embedder:
         batches = self._plan(job)
 
         async def call(batch: Batch) -> np.ndarray:
-            return (await self._acall(job, batch)).vectors
+            return await self._acall(job, batch)
 
         with progress_bar(len(job.todo), enabled=self.show_progress, desc=_PROGRESS[job.input_type]) as update:
             async for batch, raw in run_async(batches, call, max_concurrency=self.provider.info.max_concurrency):

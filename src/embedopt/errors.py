@@ -67,15 +67,19 @@ class ProviderError(EmbedOptError):
 
     ``status`` is the HTTP status where there was one; ``retryable`` says whether trying again may help (429,
     5xx, timeouts, dropped connections, malformed bodies); ``retry_after`` is the server's Retry-After in seconds.
+    ``billed_tokens`` is set when the provider answered (and an API billed the call) but the answer was refused
+    (malformed, wrong shape, wrong indices, another model's): the cost ledger and budgets count those tokens.
     """
 
     def __init__(self, message: str, *, provider: str | None = None, model: str | None = None,
-                 status: int | None = None, retryable: bool = False, retry_after: float | None = None) -> None:
+                 status: int | None = None, retryable: bool = False, retry_after: float | None = None,
+                 billed_tokens: int | None = None) -> None:
         self.provider = provider
         self.model = model
         self.status = status
         self.retryable = retryable
         self.retry_after = retry_after
+        self.billed_tokens = billed_tokens
         super().__init__(message)
 
 

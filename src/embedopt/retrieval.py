@@ -6,6 +6,7 @@ Every result carries its scores and the milliseconds each stage took, so a slow 
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -110,6 +111,14 @@ class Retriever:
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ConfigError(f"k must be a positive int, got {k!r}")
         return k
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Retriever:
+        """A copy with its own settings that shares the embedder, the store and the reranker: handles on a model
+        and an index (copying an index would double its memory and split its writes). Frameworks deep-copy
+        their retrievers."""
+        twin = copy.copy(self)
+        memo[id(self)] = twin
+        return twin
 
     def __repr__(self) -> str:
         return (f"Retriever(store={self.store!r}, k={self.k}, oversample={self.oversample}, rescore={self.rescore!r}, "

@@ -15,14 +15,14 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
 import numpy as np
 
 from ._breaker import CircuitBreaker
-from .costs import Budget, CostLedger
+from .costs import Budget, BudgetStore, CostLedger, MemoryBudgetStore, Reservation
 from .errors import BudgetExceededError, ConfigError, EmbedOptError, ProviderError
 from .fingerprint import InputType
 from .providers.base import (
@@ -74,6 +74,16 @@ class _Live:
         """Moving average of seconds per successful request."""
 
 
+@dataclass
+class _Request:
+    """What one request learned on its way through the routes."""
+
+    why: list[str] = field(default_factory=list)
+    budget_blocked: bool = False
+    attempted: bool = False
+    """A call was sent (a route was tried, not only refused by the budget)."""
+
+
 class Router(BaseProvider):
     """Pick a provider per request by policy, health and budget, within one embedding space.
 
@@ -82,7 +92,12 @@ class Router(BaseProvider):
         policy: ``prefer_self_hosted`` (self-hosted while healthy, then APIs, cheapest first), ``prefer_api``,
             ``cheapest`` (by price per token) or ``fastest`` (by measured latency; untried routes first).
         budget: daily/monthly USD caps on API spend; a request that would pass a cap goes to a free route, or
-            fails with :class:`~embedopt.errors.BudgetExceededError` when there is none.
+            fails with :class:`~embedopt.errors.BudgetExceededError` when there is none. Each paid call reserves
+            its estimated cost before it is sent and settles what it really cost after (or releases the hold when
+            nothing was billed), so concurrent requests never pass a cap together.
+        budget_store: where the spend against ``budget`` is held (default: a
+            :class:`~embedopt.costs.MemoryBudgetStore` starting from the ledger's spend). Pass one store to several
+            Routers (or a shared store, for several processes) to give them one budget.
         ledger: where spend is recorded (one is made if not given); share it with an Embedder to see cache savings.
         retry: retries per route before falling back (default: 3 attempts, at most 15 s).
         cooldown: seconds a failing route is skipped before a trial request (doubling up to ``max_cooldown``).
@@ -93,7 +108,7 @@ class Router(BaseProvider):
     def __init__(self, routes: Sequence[Route | Provider], *, policy: Policy = "prefer_self_hosted",
                  budget: Budget | None = None, ledger: CostLedger | None = None, retry: RetryPolicy | None = None,
                  cooldown: float = 5.0, max_cooldown: float = 60.0, failure_threshold: int = 3,
-                 normalize: bool = True) -> None:
+                 normalize: bool = True, budget_store: BudgetStore | None = None) -> None:
         if policy not in POLICIES:
             raise ConfigError(f"policy must be one of {POLICIES}, got {policy!r}")
         wrapped = [r if isinstance(r, Route) else Route(r) for r in routes]
@@ -116,6 +131,10 @@ class Router(BaseProvider):
         self.policy: Policy = policy
         self.budget = budget
         self.ledger = ledger if ledger is not None else CostLedger()
+        if budget_store is not None and not isinstance(budget_store, BudgetStore):
+            raise ConfigError(f"budget_store must have reserve/settle/release/spent, got {type(budget_store).__name__}")
+        self.budget_store: BudgetStore = budget_store if budget_store is not None else \
+            MemoryBudgetStore.from_ledger(self.ledger)
         self._lock = threading.Lock()
         first = wrapped[0].provider.info
         infos = [r.provider.info for r in wrapped]
@@ -166,94 +185,138 @@ class Router(BaseProvider):
         return count_tokens(api.provider, texts)
 
     # ------------------------------------------------------------------------------------------ one request
-    def _check(self, route: _Live, raw: Any, n: int) -> np.ndarray:
-        arr = np.asarray(raw, dtype=np.float32)
+    def _check(self, route: _Live, result: Embedded, n: int, billed: int) -> np.ndarray:
+        arr = np.asarray(result.vectors, dtype=np.float32)
         if arr.shape != (n, self._info.dim) or not np.isfinite(arr).all():
             raise ProviderError(f"route {route.name} returned shape {arr.shape} or non-finite values for {n} texts",
                                 provider=route.provider.info.provider, model=route.provider.info.model,
-                                retryable=True)
+                                retryable=True, billed_tokens=billed)
         return arr
 
-    def _admit(self, route: _Live, texts: list[str], counts: Sequence[int] | None,
-               why: list[str]) -> tuple[bool, bool, int]:
-        """Whether this route may take the request now, whether the budget is what stopped it, and the token
-        estimate used for the budget (the counts the core passed on, else this route's own count)."""
-        if not route.breaker.allow():
-            why.append(f"{route.name}: skipped, failing recently (circuit open)")
-            return False, False, 0
-        estimate = 0
-        if route.price > 0:
-            estimate = sum(counts) if counts is not None else sum(count_tokens(route.provider, texts))
-            if not self.ledger.allows(self.budget, estimate * route.price / 1e6):
-                why.append(f"{route.name}: skipped, ${estimate * route.price / 1e6:.6f} more would pass the budget "
-                           f"{self.budget}")
-                return False, True, estimate
-        return True, False, estimate
+    def _estimate(self, route: _Live, texts: list[str], counts: Sequence[int] | None) -> int:
+        """The tokens a paid route is expected to bill (the core's counts, else this route's own count)."""
+        if route.price <= 0:
+            return 0
+        return int(sum(counts) if counts is not None else sum(count_tokens(route.provider, texts)))
 
-    def _succeeded(self, route: _Live, texts: list[str], tokens: int | None, estimate: int, seconds: float) -> None:
+    def _hold(self, route: _Live, estimate: int, request: _Request) -> Reservation | None:
+        """Reserve a paid call's estimated cost against the budget before it is sent (or refuse it)."""
+        if self.budget is None or route.price <= 0:
+            request.attempted = True
+            return None
+        usd = estimate * route.price / 1e6
+        hold = self.budget_store.reserve(self.budget, usd)
+        if hold is None:
+            raise BudgetExceededError(f"{route.name}: skipped, ${usd:.6f} more would pass the budget {self.budget}",
+                                      provider=route.provider.info.provider, model=route.provider.info.model)
+        request.attempted = True
+        return hold
+
+    def _settle(self, route: _Live, hold: Reservation | None, exc: BaseException | None, tokens: int) -> None:
+        """After one call: settle what it cost (a refused answer an API billed costs too), or release the hold."""
+        billed = tokens if exc is None else getattr(exc, "billed_tokens", None)
+        if exc is not None and billed is not None:
+            self.ledger.record_rejected(route.name, kind=route.kind, tokens=billed, price_per_1m_tokens=route.price)
+        if hold is not None:
+            if billed is None:
+                self.budget_store.release(hold)
+            else:
+                self.budget_store.settle(hold, billed * route.price / 1e6)
+
+    def _attempt(self, route: _Live, texts: list[str], input_type: InputType, counts: Sequence[int] | None,
+                 estimate: int, request: _Request) -> tuple[Embedded, np.ndarray]:
+        hold = self._hold(route, estimate, request)
+        try:
+            result = route.provider.embed(texts, input_type, counts)
+            tokens = self._tokens(result, texts, estimate)
+            arr = self._check(route, result, len(texts), tokens)
+        except BaseException as exc:
+            self._settle(route, hold, exc, 0)
+            raise
+        self._settle(route, hold, None, tokens)
+        return result, arr
+
+    async def _aattempt(self, route: _Live, texts: list[str], input_type: InputType, counts: Sequence[int] | None,
+                        estimate: int, request: _Request) -> tuple[Embedded, np.ndarray]:
+        hold = self._hold(route, estimate, request)
+        try:
+            result = await aembed(route.provider, texts, input_type, counts)
+            tokens = self._tokens(result, texts, estimate)
+            arr = self._check(route, result, len(texts), tokens)
+        except BaseException as exc:  # cancelled too: the hold must not outlive the call
+            self._settle(route, hold, exc, 0)
+            raise
+        self._settle(route, hold, None, tokens)
+        return result, arr
+
+    @staticmethod
+    def _tokens(result: Embedded, texts: list[str], estimate: int) -> int:
+        if result.tokens is not None:
+            return int(result.tokens)
+        return estimate or sum(estimate_tokens(t) for t in texts)
+
+    def _succeeded(self, route: _Live, texts: list[str], result: Embedded, estimate: int, seconds: float) -> None:
         route.breaker.success()
         with self._lock:
             route.latency = seconds if route.latency is None else 0.7 * route.latency + 0.3 * seconds
-        if tokens is None:
-            tokens = estimate or sum(estimate_tokens(t) for t in texts)
-        self.ledger.record(route.name, kind=route.kind, texts=len(texts), tokens=tokens,
+        self.ledger.record(route.name, kind=route.kind, texts=len(texts), tokens=self._tokens(result, texts, estimate),
                            price_per_1m_tokens=route.price, seconds=seconds)
 
-    def _failed(self, route: _Live, exc: Exception, why: list[str]) -> None:
+    def _failed(self, route: _Live, exc: Exception, request: _Request) -> None:
+        if isinstance(exc, BudgetExceededError):  # the budget, not the route, said no: its breaker stays closed
+            request.budget_blocked = True
+            request.why.append(str(exc))
+            return
         if not isinstance(exc, EmbedOptError):  # a provider's own exception
             exc = ProviderError(f"{type(exc).__name__}: {exc}")
         route.breaker.failure(exc)
         self.ledger.record_failure(route.name, kind=route.kind)
-        why.append(f"{route.name}: {exc}")
+        request.why.append(f"{route.name}: {exc}")
 
-    def _give_up(self, why: list[str], budget_blocked: bool, attempted: bool) -> ProviderError:
-        cls = BudgetExceededError if budget_blocked and not attempted else ProviderError
-        return cls(f"no route could embed this request ({len(self.routes)} routes): " + "; ".join(why),
+    def _give_up(self, request: _Request) -> ProviderError:
+        cls = BudgetExceededError if request.budget_blocked and not request.attempted else ProviderError
+        return cls(f"no route could embed this request ({len(self.routes)} routes): " + "; ".join(request.why),
                    provider="router", model=self._info.model, retryable=False)
 
     def embed(self, texts: list[str], input_type: InputType,
               token_counts: Sequence[int] | None = None) -> Embedded:
-        why: list[str] = []
-        budget_blocked = attempted = False
+        request = _Request()
         for route in self.order():
-            ok, over_budget, estimate = self._admit(route, texts, token_counts, why)
-            if not ok:
-                budget_blocked |= over_budget
+            if not route.breaker.allow():
+                request.why.append(f"{route.name}: skipped, failing recently (circuit open)")
                 continue
-            attempted = True
+            estimate = self._estimate(route, texts, token_counts)
             started = time.monotonic()
             try:
-                result = route.retry.call(partial(route.provider.embed, texts, input_type, token_counts))
-                arr = self._check(route, result.vectors, len(texts))
+                result, arr = route.retry.call(partial(self._attempt, route, texts, input_type, token_counts,
+                                                       estimate, request))
             except Exception as exc:  # this route failed (whatever it raised): try the next
-                self._failed(route, exc, why)
+                self._failed(route, exc, request)
                 continue
-            self._succeeded(route, texts, result.tokens, estimate, time.monotonic() - started)
+            self._succeeded(route, texts, result, estimate, time.monotonic() - started)
             return Embedded(arr, result.tokens)
-        raise self._give_up(why, budget_blocked, attempted)
+        raise self._give_up(request)
 
     async def aembed(self, texts: list[str], input_type: InputType,
                      token_counts: Sequence[int] | None = None) -> Embedded:
-        why: list[str] = []
-        budget_blocked = attempted = False
+        request = _Request()
         for route in self.order():
+            if not route.breaker.allow():
+                request.why.append(f"{route.name}: skipped, failing recently (circuit open)")
+                continue
             if token_counts is None and route.price > 0:  # a tokenizer is CPU work: never on the event loop
                 token_counts = await asyncio.to_thread(count_tokens, route.provider, texts)
-            ok, over_budget, estimate = self._admit(route, texts, token_counts, why)
-            if not ok:
-                budget_blocked |= over_budget
-                continue
-            attempted = True
+            estimate = self._estimate(route, texts, token_counts)
             started = time.monotonic()
             try:
-                result = await route.retry.acall(partial(aembed, route.provider, texts, input_type, token_counts))
-                arr = self._check(route, result.vectors, len(texts))
+                result, arr = await route.retry.acall(partial(self._aattempt, route, texts, input_type, token_counts,
+                                                              estimate, request))
             except Exception as exc:
-                self._failed(route, exc, why)
+                self._failed(route, exc, request)
                 continue
-            self._succeeded(route, texts, result.tokens, estimate, time.monotonic() - started)
+            self._succeeded(route, texts, result, estimate, time.monotonic() - started)
             return Embedded(arr, result.tokens)
-        raise self._give_up(why, budget_blocked, attempted)
+        raise self._give_up(request)
 
     # ------------------------------------------------------------------------------------------------ checks
     def verify(self, texts: Sequence[str] = ("embedopt route check", "a second, longer sentence to compare"),
@@ -266,7 +329,7 @@ class Router(BaseProvider):
         ref: np.ndarray | None = None
         report: dict[str, float] = {}
         for route in self.routes:
-            arr = self._check(route, route.provider.embed(list(texts), "document").vectors, len(texts))
+            arr = self._check(route, route.provider.embed(list(texts), "document"), len(texts), 0)
             arr = arr / np.maximum(np.linalg.norm(arr, axis=1, keepdims=True), 1e-12)
             if ref is None:
                 ref = arr

@@ -26,6 +26,7 @@ import numpy as np
 
 from ._breaker import CircuitBreaker
 from .cache.entry import decode_vector, encode_vector
+from .cache.redis import glob_escape
 from .errors import ConfigError, CorruptEntry, InputError
 
 if TYPE_CHECKING:
@@ -146,7 +147,9 @@ class RedisSemanticBackend:
         self._tier = RedisTier(url, prefix=prefix, timeout=timeout, client=client, **options)
         self.prefix = prefix
         self.max_entries = max_entries
-        self._vectors: dict[str, np.ndarray] = {}
+        self._vectors: dict[tuple[str, str], np.ndarray] = {}
+        """Vectors already fetched, by (namespace, entry id): one question has one entry id in every scope, and
+        scopes of different models hold vectors of different models (and sizes)."""
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -179,7 +182,7 @@ class RedisSemanticBackend:
         if not ids:
             return None
         with self._lock:
-            unknown = [i for i in ids if i not in self._vectors]
+            unknown = [i for i in ids if (namespace, i) not in self._vectors]
         if unknown:
             pipe = client.pipeline(transaction=False)
             for i in unknown:
@@ -192,14 +195,14 @@ class RedisSemanticBackend:
                     if raw is None:
                         continue
                     try:
-                        self._vectors[i] = decode_vector(raw, dim=vector.shape[0])
+                        self._vectors[namespace, i] = decode_vector(raw, dim=vector.shape[0])
                     except CorruptEntry:
                         continue
         with self._lock:
-            known = [i for i in ids if i in self._vectors]
+            known = [i for i in ids if (namespace, i) in self._vectors]
             if not known:
                 return None
-            matrix = np.stack([self._vectors[i] for i in known])
+            matrix = np.stack([self._vectors[namespace, i] for i in known])
         order = np.argsort(-(matrix @ vector))
         gone: list[str] = []
         try:
@@ -214,15 +217,17 @@ class RedisSemanticBackend:
                 client.zrem(index, *gone)
                 with self._lock:
                     for i in gone:
-                        self._vectors.pop(i, None)
+                        self._vectors.pop((namespace, i), None)
 
     def clear(self, namespace: str | None = None) -> int:
         client = self._tier.client
-        pattern = self._key(namespace or "*", "*")
+        # the prefix may hold glob characters (tenant-*:): escaped, it matches only itself
+        scope = self._key(namespace, "") if namespace is not None else f"{self.prefix}embedopt:sem:v1:"
+        pattern = glob_escape(scope) + "*"
         keys = list(client.scan_iter(match=pattern, count=1000))
         with self._lock:
             self._vectors.clear()
-        removed = sum(1 for k in keys if b":e:" in k)
+        removed = sum(1 for k in keys if not k.endswith(b":idx"))
         for start in range(0, len(keys), 1000):
             client.unlink(*keys[start:start + 1000])
         return removed

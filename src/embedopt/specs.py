@@ -26,6 +26,7 @@ import importlib
 import inspect
 import os
 import pkgutil
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -200,6 +201,9 @@ class CacheSpec:
         return self.entry.build(self.text, ttl)
 
 
+_PLAIN_SCHEME = re.compile(r"[a-z][a-z0-9+.-]{0,30}")
+
+
 def _scheme(part: str) -> str:
     return part.split(":", 1)[0].strip().lower()
 
@@ -220,7 +224,12 @@ def parse_cache(spec: str) -> list[CacheSpec]:
     for part in parts:
         entry = entries.get(_scheme(part))
         if entry is None:
-            raise ConfigError(f"unknown cache tier {_scheme(part)!r}; use tiers such as {examples} "
+            scheme = _scheme(part)
+            # a comma in a password splits the spec, and its second half comes here: never echo such a piece
+            url_like = part.strip().lower().startswith(scheme + "://")
+            shown = repr(scheme) if _PLAIN_SCHEME.fullmatch(scheme) and ("@" not in part or url_like) else \
+                "(not shown: it may hold a password; a ',' in a password must be percent-encoded as %2C)"
+            raise ConfigError(f"unknown cache tier {shown}; use tiers such as {examples} "
                               f"(schemes: {', '.join(entries)})")
         out.append(CacheSpec(part, entry))
     return out

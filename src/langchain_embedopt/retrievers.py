@@ -29,7 +29,9 @@ class EmbedOptRetriever(BaseRetriever):
     """Binary shortlist → int8/float rescoring → optional cross-encoder rerank → top ``k``, as Documents.
 
     Each Document keeps its ``id`` and metadata, and adds ``score`` (the final score), ``vector_score``,
-    ``rerank_score`` (when reranked) and ``timings_ms`` (milliseconds per stage) to its metadata.
+    ``rerank_score`` (when reranked) and ``timings_ms`` (milliseconds per stage, a dict of its own) to its metadata.
+    ``k`` must be a positive int, in the field as in ``invoke(query, k=...)``: ``k=0`` is refused with a
+    ConfigError, as the field refuses it, rather than taken for "the default".
 
     .. code-block:: python
 
@@ -73,7 +75,7 @@ class EmbedOptRetriever(BaseRetriever):
         docs = []
         for hit in result.hits:
             meta = {k: v for k, v in hit.payload.items() if k != key}
-            meta.update(score=hit.score, vector_score=hit.vector_score, timings_ms=result.timings_ms)
+            meta.update(score=hit.score, vector_score=hit.vector_score, timings_ms=dict(result.timings_ms))
             if hit.rerank_score is not None:
                 meta["rerank_score"] = hit.rerank_score
             docs.append(Document(id=hit.id, page_content=hit.text or "", metadata=meta))
@@ -81,8 +83,8 @@ class EmbedOptRetriever(BaseRetriever):
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,
                                 k: int | None = None) -> list[Document]:
-        return self._documents(self.pipeline.retrieve(query, k or self.k))
+        return self._documents(self.pipeline.retrieve(query, self.k if k is None else k))
 
     async def _aget_relevant_documents(self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun,
                                        k: int | None = None) -> list[Document]:
-        return self._documents(await self.pipeline.aretrieve(query, k or self.k))
+        return self._documents(await self.pipeline.aretrieve(query, self.k if k is None else k))

@@ -7,11 +7,11 @@ import weakref
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
 from .._extras import require
+from .._secrets import redact_url, register, register_url, scrub, secrets_of
 from ..errors import CacheError, ConfigError, CorruptEntry
 from .base import KEY_PREFIX, TierCounters, TierEntry, key_fingerprint
 from .entry import decode_vector, encode_vector
@@ -22,16 +22,14 @@ __all__ = ["RedisTier", "redact_url"]
 _CHUNK = 1000
 
 
-def redact_url(url: str) -> str:
-    """The URL with its password replaced by ``***`` (for reprs and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+def _check_password(url: str) -> None:
+    """Refuse a URL whose userinfo holds ``/``, ``?`` or ``#``: URL parsers (redis-py's too) end the host part
+    there, so the password would be cut and its pieces taken for a host, a database or a fragment."""
+    _, sep, rest = url.partition("://")
+    if sep and "@" in rest and any(c in rest[:rest.rfind("@")] for c in "/?#"):
+        raise ConfigError(f"the user or password in the Redis URL {redact_url(url)!r} holds '/', '?' or '#', which "
+                          "end a URL's host part: percent-encode it (urllib.parse.quote(password, safe='')), or "
+                          "pass password=... as an option")
 
 
 class RedisTier:
@@ -44,7 +42,8 @@ class RedisTier:
     Args:
         url: ``redis://[user:password@]host:port/db`` or ``rediss://`` for TLS (``?ssl_cert_reqs=none`` and the
             other redis-py URL options work). The password never appears in a repr or a log line.
-        prefix: prepended to every key, to share one Redis between applications or tenants.
+        prefix: prepended to every key, to share one Redis between applications or tenants. Any characters,
+            glob characters included (``app[1]:``, ``tenant-*:``): scans match them literally.
         ttl: default lifetime in seconds of entries written without one (``None``: no expiry).
         timeout: socket connect and read timeout in seconds.
         client: an existing ``redis.Redis`` to use instead of ``url`` (sync calls only, unless ``async_client``).
@@ -59,6 +58,9 @@ class RedisTier:
         require("redis", extra="redis", feature="RedisTier")
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"Redis URL must start with redis://, rediss:// or unix://, got {redact_url(url)!r}")
+        _check_password(url)
+        register_url(url)  # the password never shows in a log record, whichever library logs it
+        register(options.get("password"))
         if ttl is not None and ttl <= 0:
             raise ConfigError(f"ttl must be > 0 seconds or None, got {ttl}")
         if timeout <= 0:
@@ -125,8 +127,9 @@ class RedisTier:
 
     def _failed(self, exc: Exception) -> CacheError:
         self.counters.error()
-        return CacheError(f"Redis cache at {self.url} failed: {type(exc).__name__}: {exc}. Is the server running "
-                          "and the URL (host, port, password, TLS) right?", tier=self.name)
+        detail = scrub(f"{type(exc).__name__}: {exc}", *secrets_of(self._url), self._options.get("password"))
+        return CacheError(f"Redis cache at {self.url} failed: {detail}. Is the server running and the URL (host, "
+                          "port, password, TLS) right?", tier=self.name)
 
     # ---------------------------------------------------------------------------------------------- codec
     def _decode(self, keys: Sequence[str], values: Sequence[bytes | None]) -> list[np.ndarray | None]:
@@ -220,7 +223,7 @@ class RedisTier:
 
     # ----------------------------------------------------------------------------------------- maintenance
     def _scan(self, fingerprint: str | None) -> Any:
-        pattern = self.prefix + KEY_PREFIX + ((_glob_escape(fingerprint) + "*") if fingerprint else "*")
+        pattern = glob_escape(self.prefix + KEY_PREFIX + (fingerprint or "")) + "*"
         return self.client.scan_iter(match=pattern, count=1000)
 
     def clear(self, fingerprint: str | None = None) -> int:
@@ -263,7 +266,8 @@ class RedisTier:
         return {"entries": entries, "bytes": size}
 
 
-def _glob_escape(text: str) -> str:
+def glob_escape(text: str) -> str:
+    """``text`` as a Redis MATCH pattern that matches only itself (``*``, ``?``, ``[``, ``]``, ``\\`` escaped)."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 

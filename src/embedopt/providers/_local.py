@@ -101,3 +101,18 @@ def model_lock(model: Any) -> threading.Lock:
         if lock is None:
             lock = _MODEL_LOCKS[model] = threading.Lock()
         return lock
+
+
+class SharedModelLock:
+    """For providers holding a loaded model and its :func:`model_lock`: copied and pickled without the lock (a
+    lock is not state); the copy takes the lock of the model it holds."""
+
+    _model: Any
+    _lock: threading.Lock
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = model_lock(self._model)

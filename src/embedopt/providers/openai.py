@@ -8,10 +8,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._extras import require
+from .._secrets import register_url, scrub
 from ..catalog import API_LIMITS, card
 from ..errors import ConfigError, EmbedOptError, ProviderError
 from ..fingerprint import InputType
-from ._api import APIProvider, PerLoop, api_error, api_key_from, decode_embeddings, parse_retry_after, redact
+from ._api import (
+    APIProvider,
+    PerLoop,
+    api_error,
+    api_key_from,
+    decode_embeddings,
+    parse_retry_after,
+    rows_in_order,
+)
 from .base import Embedded, ProviderEntry, ProviderInfo, ProviderKind, estimate_tokens
 
 __all__ = ["OpenAIProvider", "local_bpe"]
@@ -76,8 +85,13 @@ class OpenAIProvider(APIProvider):
         truncate: cut inputs over ``max_tokens`` before sending (default: yes for OpenAI, which refuses them; no
             with base_url, where servers truncate themselves).
         prompts: text prepended per input type (default: the catalog's, e.g. E5's ``query: ``).
-        timeout: seconds per request.
+        timeout: seconds per request (connect, and each read: a server that hangs fails after this long with a
+            retryable ProviderError).
         max_concurrency: requests in flight on the async path.
+        check_model: refuse an answer whose ``model`` is not the model asked for (default): another model's
+            vectors of the same size would otherwise be cached and indexed under this model's fingerprint. Pass
+            ``False`` for servers that serve one model and answer with its name whatever the request says
+            (Hugging Face TEI); the fingerprint then rests on what you tell it (``model``, ``revision``).
     """
 
     def __init__(self, model: str = "text-embedding-3-small", *, api_key: str | None = None,
@@ -85,11 +99,16 @@ class OpenAIProvider(APIProvider):
                  kind: ProviderKind | None = None, price_per_1m_tokens: float | None = None,
                  revision: str | None = None, max_tokens: int | None = None, truncate: bool | None = None,
                  prompts: dict[str, str] | None = None, organization: str | None = None, timeout: float = 30.0,
-                 max_concurrency: int = 4) -> None:
+                 max_concurrency: int = 4, check_model: bool = True) -> None:
         require("openai", extra="openai", feature="OpenAIProvider")
         self._key = api_key_from(api_key, KEY_ENV, required=base_url is None, provider="OpenAI")
+        if timeout <= 0:
+            raise ConfigError(f"timeout must be > 0 seconds, got {timeout}")
+        if base_url is not None:
+            register_url(base_url)  # a key in the URL's userinfo or query never shows in a log record
         self.model = model
         self.base_url = base_url
+        self.check_model = check_model
         self.dimensions = dimensions
         self.organization = organization
         self.timeout = timeout
@@ -179,17 +198,27 @@ class OpenAIProvider(APIProvider):
             body["dimensions"] = self.dimensions
         return body
 
-    def _parse(self, response: Any, n: int) -> Embedded:
+    def _counted(self, texts: list[str], token_counts: Sequence[int] | None) -> int:
+        """The tokens of an answer that reports no usage: the core's counts, else this provider's own."""
+        return int(sum(token_counts)) if token_counts is not None else sum(self.count_tokens(texts))
+
+    def _parse(self, response: Any, texts: list[str], token_counts: Sequence[int] | None) -> Embedded:
+        provider, n = self._info.provider, len(texts)
         try:
-            data = sorted(response.data, key=lambda d: d.index)
+            data = list(response.data)
+            indices = [getattr(d, "index", None) for d in data]
             items = [d.embedding for d in data]
             usage = getattr(response, "usage", None)
             tokens = int(usage.prompt_tokens) if usage is not None and usage.prompt_tokens is not None else None
-        except (AttributeError, TypeError, ValueError) as exc:
-            raise ProviderError(f"{self._info.provider} model {self.model} sent a malformed answer: {exc}",
-                                provider=self._info.provider, model=self.model, retryable=True) from exc
-        return Embedded(decode_embeddings(items, n, self._info.dim, provider=self._info.provider, model=self.model),
-                        tokens)
+            answered = getattr(response, "model", None)
+        except (AttributeError, TypeError, ValueError) as exc:  # its usage unread: no billed tokens to count
+            raise ProviderError(f"{provider} model {self.model} sent a malformed answer: {exc}", provider=provider,
+                                model=self.model, retryable=True) from exc
+        billed = tokens if tokens is not None else self._counted(texts, token_counts)
+        rows = rows_in_order(items, indices, n, provider=provider, asked=self.model, answered=answered,
+                             check=self.check_model, billed=billed)
+        return Embedded(decode_embeddings(rows, n, self._info.dim, provider=provider, model=self.model,
+                                          billed=billed), tokens)
 
     def _map(self, exc: Exception) -> EmbedOptError:
         import openai
@@ -203,10 +232,10 @@ class OpenAIProvider(APIProvider):
         if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
             return api_error(provider, model, status=None, message=type(exc).__name__ + ": " + str(exc),
                              secret=self._key)
-        if isinstance(exc, (openai.APIResponseValidationError, ValueError, KeyError)):
+        if isinstance(exc, (openai.APIResponseValidationError, ValueError, KeyError)):  # a 200 that does not parse
             return api_error(provider, model, status=None, message=f"malformed answer: {exc}", secret=self._key,
                              retryable=True)
-        return ProviderError(redact(f"{provider} model {model} failed: {type(exc).__name__}: {exc}", self._key),
+        return ProviderError(scrub(f"{provider} model {model} failed: {type(exc).__name__}: {exc}", self._key),
                              provider=provider, model=model)
 
     def embed(self, texts: list[str], input_type: InputType,
@@ -214,7 +243,7 @@ class OpenAIProvider(APIProvider):
         prepared = self._prepare(texts, input_type, token_counts)
         try:
             response = self.client.embeddings.create(**self._request(prepared))
-            return self._parse(response, len(texts))
+            return self._parse(response, texts, token_counts)
         except Exception as exc:
             raise self._map(exc) from None
 
@@ -226,10 +255,9 @@ class OpenAIProvider(APIProvider):
             prepared = self._prepare(texts, input_type, token_counts)
         try:
             response = await self._aclients.get().embeddings.create(**self._request(prepared))
-            return self._parse(response, len(texts))
+            return self._parse(response, texts, token_counts)
         except Exception as exc:
             raise self._map(exc) from None
-
 
 
 def _message(exc: Any) -> str:

@@ -15,6 +15,7 @@ from ..errors import ConfigError, MissingExtraError, ModelLoadError
 from ..fingerprint import InputType
 from ._local import (
     DEFAULT_MODEL,
+    SharedModelLock,
     digest_bytes,
     model_lock,
     packaged_hint,
@@ -32,7 +33,7 @@ Backend = Literal["torch", "onnx", "openvino"]
 _BACKENDS = ("torch", "onnx", "openvino")
 
 
-class SentenceTransformerProvider(BaseProvider):
+class SentenceTransformerProvider(SharedModelLock, BaseProvider):
     """Embed with a sentence-transformers model on this machine.
 
     Args:

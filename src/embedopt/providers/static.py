@@ -14,7 +14,7 @@ from .._extras import require
 from ..errors import ConfigError, ModelLoadError
 from ..fingerprint import InputType
 from ._distill import cached_distill, distill
-from ._local import DEFAULT_MODEL, digest_bytes, model_lock, tokenizer_bytes
+from ._local import DEFAULT_MODEL, SharedModelLock, digest_bytes, model_lock, tokenizer_bytes
 from .base import BaseProvider, ProviderEntry, ProviderInfo
 
 __all__ = ["SPEC", "StaticProvider", "cached_distill", "distill", "is_model2vec_folder", "static_location"]
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from model2vec import StaticModel
 
 
-class StaticProvider(BaseProvider):
+class StaticProvider(SharedModelLock, BaseProvider):
     """Embed with a model2vec ``StaticModel``.
 
     Args:

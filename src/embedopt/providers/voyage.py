@@ -8,11 +8,20 @@ from typing import Any
 import numpy as np
 
 from .._extras import require
+from .._secrets import register_url, scrub
 from ..catalog import API_LIMITS, card
 from ..errors import ConfigError, EmbedOptError, ProviderError
 from ..fingerprint import InputType
 from ..quantization import Precision
-from ._api import APIProvider, PerLoop, api_error, api_key_from, decode_embeddings, parse_retry_after, redact
+from ._api import (
+    APIProvider,
+    PerLoop,
+    api_error,
+    api_key_from,
+    decode_embeddings,
+    parse_retry_after,
+    rows_in_order,
+)
 from .base import Embedded, ProviderEntry, ProviderInfo, ProviderKind
 
 __all__ = ["VOYAGE_DTYPES", "VoyageProvider"]
@@ -28,7 +37,8 @@ _NUMPY = {"int8": np.int8, "uint8": np.uint8, "binary": np.int8, "ubinary": np.u
 
 
 def voyage_error(exc: Exception, model: str, key: str | None) -> EmbedOptError:
-    """A voyageai client exception as an embedopt error (the key scrubbed from the message)."""
+    """A voyageai client exception as an embedopt error (the key scrubbed from the message). An answer that
+    does not parse bills nothing here: its usage cannot be read."""
     from voyageai import error as verr
 
     if isinstance(exc, EmbedOptError):
@@ -46,7 +56,7 @@ def voyage_error(exc: Exception, model: str, key: str | None) -> EmbedOptError:
     if isinstance(exc, (KeyError, ValueError, TypeError, AttributeError)):
         return api_error("voyage", model, status=None, message=f"malformed answer: {exc}",
                          secret=key, retryable=True)
-    return ProviderError(redact(f"voyage model {model} failed: {type(exc).__name__}: {exc}", key),
+    return ProviderError(scrub(f"voyage model {model} failed: {type(exc).__name__}: {exc}", key),
                          provider="voyage", model=model)
 
 
@@ -65,14 +75,26 @@ class VoyageProvider(APIProvider):
         base_url: another endpoint (a proxy, or a test server), e.g. ``http://127.0.0.1:8000/v1``.
         output_dimension: Matryoshka size the server returns (voyage-3-large / voyage-code-3: 2048, 1024, 512, 256).
         price_per_1m_tokens: USD per million tokens (default: the catalog's).
+        timeout: seconds per request (a server that hangs fails after this long with a retryable ProviderError).
+        check_model: refuse an answer whose ``model`` is not the model asked for (default), as a proxy that
+            answers with another model would put foreign vectors under this model's fingerprint.
+
+    Answers are read through the client's ``voyageai.Embedding`` resource rather than ``Client.embed``, which
+    drops each row's ``index`` and the answer's ``model``: rows are put in input order by their indices (which
+    must be exactly 0..n-1) and the model is checked.
     """
 
     def __init__(self, model: str = "voyage-3", *, api_key: str | None = None, base_url: str | None = None,
                  output_dimension: int | None = None, dim: int | None = None, kind: ProviderKind = "api",
                  price_per_1m_tokens: float | None = None, revision: str | None = None, timeout: float = 30.0,
-                 max_concurrency: int = 4) -> None:
+                 max_concurrency: int = 4, check_model: bool = True) -> None:
         require("voyageai", extra="voyage", feature="VoyageProvider")
         self._key = api_key_from(api_key, KEY_ENV, required=True, provider="Voyage")
+        if timeout <= 0:
+            raise ConfigError(f"timeout must be > 0 seconds, got {timeout}")
+        if base_url is not None:
+            register_url(base_url)
+        self.check_model = check_model
         entry = card(model)
         if output_dimension is not None and entry is not None and entry.matryoshka_dims \
                 and output_dimension not in entry.matryoshka_dims:
@@ -116,35 +138,56 @@ class VoyageProvider(APIProvider):
 
     # ------------------------------------------------------------------------------------------------- wire
     def _kwargs(self, texts: list[str], input_type: InputType, dtype: str = "float") -> dict[str, Any]:
-        return {"texts": texts, "model": self.model, "input_type": input_type, "truncation": True,
-                "output_dtype": dtype, "output_dimension": self.output_dimension}
+        kwargs = {"input": texts, "model": self.model, "input_type": input_type, "truncation": True,
+                  "output_dtype": dtype, "output_dimension": self.output_dimension}
+        if dtype == "float":  # base64 rows decoded (and checked) here, so a bad row is a refused, billed answer
+            kwargs["encoding_format"] = "base64"
+        return kwargs
 
     def _map(self, exc: Exception) -> EmbedOptError:
         return voyage_error(exc, self.model, self._key)
 
-    def _parse(self, result: Any, n: int) -> Embedded:
+    def _rows(self, response: Any, texts: list[str]) -> tuple[list[Any], int]:
+        """The answer's rows in input order (indices checked, model checked) and the billed tokens."""
         try:
-            items, tokens = result.embeddings, int(result.total_tokens)
-        except (AttributeError, TypeError, ValueError) as exc:
+            data = list(response.data)
+            indices = [d.get("index") for d in data]
+            items = [d["embedding"] for d in data]
+            tokens = int(response.usage.total_tokens)
+            answered = response.get("model")
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise self._map(exc) from None
-        return Embedded(decode_embeddings(items, n, self._info.dim, provider="voyage", model=self.model), tokens)
+        return rows_in_order(items, indices, len(texts), provider="voyage", asked=self.model, answered=answered,
+                             check=self.check_model, billed=tokens), tokens
+
+    def _parse(self, response: Any, texts: list[str]) -> Embedded:
+        items, tokens = self._rows(response, texts)
+        return Embedded(decode_embeddings(items, len(texts), self._info.dim, provider="voyage", model=self.model,
+                                          billed=tokens), tokens)
+
+    def _create(self, texts: list[str], input_type: InputType, dtype: str = "float") -> Any:
+        import voyageai
+
+        return voyageai.Embedding.create(**self._kwargs(texts, input_type, dtype), **self.client._params)
 
     def embed(self, texts: list[str], input_type: InputType,
               token_counts: Sequence[int] | None = None) -> Embedded:
         try:
-            result = self.client.embed(**self._kwargs(texts, input_type))
+            response = self._create(texts, input_type)
         except Exception as exc:
             raise self._map(exc) from None
-        return self._parse(result, len(texts))
+        return self._parse(response, texts)
 
     async def aembed(self, texts: list[str], input_type: InputType,
                      token_counts: Sequence[int] | None = None) -> Embedded:
+        import voyageai
+
         try:
-            result = await self._aclients.get().embed(**self._kwargs(texts, input_type))
+            response = await voyageai.Embedding.acreate(**self._kwargs(texts, input_type),
+                                                        **self._aclients.get()._params)
         except Exception as exc:
             raise self._map(exc) from None
-        return self._parse(result, len(texts))
-
+        return self._parse(response, texts)
 
     def embed_quantized(self, texts: list[str], input_type: InputType, precision: Precision) -> np.ndarray:
         """Vectors quantized by Voyage (``output_dtype``), as the embedopt precision of the same layout.
@@ -155,10 +198,15 @@ class VoyageProvider(APIProvider):
         """
         if precision not in VOYAGE_DTYPES or precision == "float32":
             raise ConfigError(f"precision must be one of {sorted(set(VOYAGE_DTYPES) - {'float32'})}, got {precision!r}")
+        texts = list(texts)
         try:
-            result = self.client.embed(**self._kwargs(list(texts), input_type, VOYAGE_DTYPES[precision]))
-            return np.asarray(result.embeddings, dtype=_NUMPY[precision])
+            response = self._create(texts, input_type, VOYAGE_DTYPES[precision])
         except Exception as exc:
+            raise self._map(exc) from None
+        items, _ = self._rows(response, texts)
+        try:
+            return np.asarray(items, dtype=_NUMPY[precision])
+        except (TypeError, ValueError) as exc:
             raise self._map(exc) from None
 
 

@@ -1,0 +1,1 @@
+"""Robustness: hypothesis over inputs, specs and options; faulty servers; damaged files. Bounded in time."""
