@@ -53,6 +53,10 @@ def voyage_error(exc: Exception, model: str, key: str | None) -> EmbedOptError:
         return api_error("voyage", model, status=status if status != 200 else None, message=message,
                          secret=key, retry_after=parse_retry_after(getattr(exc, "headers", None)),
                          retryable=retryable)
+    if isinstance(exc, (OSError, TimeoutError)) or type(exc).__module__.split(".")[0] == "aiohttp":
+        # the async client's transport errors (a body cut short, a dropped connection) reach us unwrapped
+        return api_error("voyage", model, status=None, message=f"connection: {type(exc).__name__}: {message}",
+                         secret=key, retryable=True)
     if isinstance(exc, (KeyError, ValueError, TypeError, AttributeError)):
         return api_error("voyage", model, status=None, message=f"malformed answer: {exc}",
                          secret=key, retryable=True)
