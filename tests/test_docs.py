@@ -171,3 +171,41 @@ def test_page_runs_as_written(page, docs_session, request, capsys):
         skipped = NOT_RUN.get(page, 0)
         print(f"\n{page}: {len(blocks)} block(s) ran in {time.monotonic() - started:.1f} s"
               + (f", {skipped} marked not run" if skipped else ""))
+
+
+def test_every_serve_config_key_is_documented():
+    """docs/serve.md lists every key the serve config accepts: read from the ``_keys(table, where, valid)`` calls
+    of src/embedopt/serve/config.py, so a key added there without a line in the guide fails here."""
+    import ast
+
+    tree = ast.parse((ROOT / "src" / "embedopt" / "serve" / "config.py").read_text(encoding="utf-8"))
+    keys = {key for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "_keys"
+            for key in ast.literal_eval(node.args[2])}
+    assert {"host", "max_batch_tokens", "sha256", "routes"} <= keys  # the walk found the tables
+    page = (ROOT / "docs" / "serve.md").read_text(encoding="utf-8")
+    missing = sorted(k for k in keys if not any(form in page for form in (f"`{k}`", f"[{k}]", f"[{k}.", f"[[{k}]]")))
+    assert not missing, f"docs/serve.md does not document serve config key(s) {missing}"
+
+
+def test_every_cli_option_is_documented():
+    """docs/cli.md names every command and option of ``embedopt`` (as ``embedopt ... --help`` prints them)."""
+    import argparse
+
+    from embedopt.cli import build_parser
+
+    page = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    missing: list[str] = []
+
+    def walk(parser: argparse.ArgumentParser, prog: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{prog} {name}")
+            elif action.option_strings and not isinstance(action, argparse._HelpAction):
+                missing.extend(f"{prog} {o}" for o in action.option_strings if f"`{o}`" not in page)
+        if f"`{prog}`" not in page and not any(isinstance(a, argparse._SubParsersAction) for a in parser._actions):
+            missing.append(prog)
+
+    walk(build_parser(), "embedopt")
+    assert not missing, f"docs/cli.md does not document {missing}"
