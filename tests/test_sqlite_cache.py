@@ -33,7 +33,8 @@ def test_round_trip_missing_and_duplicate_keys(tmp_path):
     np.testing.assert_array_equal(got[3], vec_for("b"))
     s = tier.stats()
     assert (s["hits"], s["misses"], s["errors"]) == (3, 1, 0)
-    assert s["bytes_written"] == 2 * (8 + 32 + 4) and s["bytes_read"] == 2 * 32  # duplicates are read once
+    # header, key tag, 8 floats, checksum; duplicates are read once
+    assert s["bytes_written"] == 2 * (8 + 8 + 32 + 4) and s["bytes_read"] == 2 * 32
 
 
 def test_wal_mode_and_persistence_across_instances(tmp_path):
