@@ -4,12 +4,15 @@ for files this process may not write."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import struct
 from pathlib import Path
 from urllib.parse import quote
 
-__all__ = ["BUSY", "CANNOT_WRITE", "connect", "error_code"]
+__all__ = ["BUSY", "CANNOT_WRITE", "Identity", "connect", "discard_stale_journal", "error_code", "identity",
+           "journal_identity"]
 
 #: Primary result codes: another connection holds the lock (SQLITE_BUSY, SQLITE_LOCKED).
 BUSY = frozenset({5, 6})
@@ -72,3 +75,63 @@ def _open_uri(uri: str, timeout: float) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+#: The byte of a WAL file's -shm that every connection holds a shared lock on while it uses the file (SQLite's
+#: "DMS" slot, unix VFS).
+_SHM_DMS = 128
+_JOURNAL = ("-wal", "-shm")
+
+Identity = tuple[int, int]
+"""A file's (device, inode)."""
+
+
+def identity(path: str | os.PathLike[str]) -> Identity | None:
+    """The (device, inode) of the file at ``path``, or ``None`` when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def journal_identity(path: str | os.PathLike[str]) -> tuple[Identity | None, Identity | None]:
+    """The identities of ``path``'s ``-wal`` and ``-shm`` files, taken while a connection has them open."""
+    target = os.fspath(path)
+    return identity(target + "-wal"), identity(target + "-shm")
+
+
+def discard_stale_journal(path: str | os.PathLike[str], stale: tuple[Identity | None, Identity | None]) -> bool:
+    """After the database file at ``path`` was deleted or replaced under an open connection (now closed): delete
+    its old ``-wal`` and ``-shm`` (``stale``, from :func:`journal_identity`) when no connection of any process
+    still uses them. Returns whether the file at ``path`` may be opened now: ``False`` while the old journal is
+    still in use.
+
+    SQLite finds a WAL by name only and leaves one whose database was moved: the next connection would replay
+    the old file's pages onto the new one, or share the old file's wal-index. The probe is an open file
+    description lock on the -shm's DMS byte, which conflicts with other processes' SQLite locks (Linux only;
+    elsewhere the journal is left as it is and the file opened). Call it only when no connection of this process
+    has that -shm open: closing the probe's descriptor would release that connection's record locks."""
+    import fcntl
+
+    target = os.fspath(path)
+    old = [suffix for suffix, ident in zip(_JOURNAL, stale, strict=True)
+           if ident is not None and identity(target + suffix) == ident]
+    setlk = getattr(fcntl, "F_OFD_SETLK", None)
+    if "-shm" not in old or setlk is None:
+        return True  # the journal at that name is a new file's (or none, or nothing can tell)
+    try:
+        fd = os.open(target + "-shm", os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        try:  # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for OFD locks)
+            fcntl.fcntl(fd, setlk, struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, _SHM_DMS, 1, 0))
+        except OSError:
+            return False  # a connection still uses the old journal
+        for suffix in old:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(target + suffix)
+        return True
+    finally:
+        os.close(fd)

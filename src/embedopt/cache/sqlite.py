@@ -9,6 +9,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -17,7 +18,16 @@ from urllib.parse import parse_qsl
 import numpy as np
 
 from .._files import cache_dir
-from .._sqlite import BUSY, CANNOT_WRITE, connect, error_code
+from .._sqlite import (
+    BUSY,
+    CANNOT_WRITE,
+    Identity,
+    connect,
+    discard_stale_journal,
+    error_code,
+    identity,
+    journal_identity,
+)
 from ..errors import CacheError, ConfigError, CorruptEntry, EmbedOptError
 from .base import KEY_PREFIX, TierCounters, TierEntry, key_fingerprint
 from .entry import decode_vector, encode_vector
@@ -86,7 +96,7 @@ class SQLiteTier:
         _check_seconds("timeout", timeout, zero=False)
         _check_seconds("lock_timeout", lock_timeout, zero=True)
         self.path = Path(path) if path is not None else default_sqlite_path()
-        if self.path.is_dir():
+        if os.path.isdir(self.path):
             raise ConfigError(f"SQLite cache path {self.path} is a folder; give a file name such as vectors.sqlite3")
         self.ttl = ttl
         self.timeout = float(timeout)
@@ -96,7 +106,10 @@ class SQLiteTier:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
-        self._identity: tuple[int, int] | None = None
+        self._identity: Identity | None = None
+        self._journal: tuple[Identity | None, Identity | None] = (None, None)
+        self._moved = False
+        self._key = os.path.abspath(self.path)
         self._wait_ms = -1
         self._writable = not read_only
         self._queue: dict[str, _Row] = {}
@@ -109,16 +122,32 @@ class SQLiteTier:
         """The connection of this process, opened on first use (a forked child opens its own) and opened afresh
         when the file was deleted or replaced since."""
         if self._conn is not None and self._pid == os.getpid():
-            if self._identity is None or self._identity == _identity(self.path):
+            if self._identity is None or self._identity == identity(self.path):
                 return self._conn
             logger.warning("embedopt: SQLite cache %s was deleted or replaced while in use; opening the file now at "
                            "that path (what was written to the old one went with it)", self.path)
             self._reopened += 1
             self._drop_connection()
+            self._moved = True
+        if self._moved:
+            self._reopen_when_safe()
         conn = self._open()
         self._conn, self._pid, self._wait_ms = conn, os.getpid(), int(self.lock_timeout * 1000)
-        self._identity = _identity(self.path)
+        self._identity, self._journal = identity(self.path), journal_identity(self.path)
+        _OPEN.add(self._key, self._identity)
         return conn
+
+    def _reopen_when_safe(self) -> None:
+        """Open the new file only once the old file's journal is out of the way: a tier of this process already
+        on the new file shows it is; else wait (CacheError, the tier skipped meanwhile) while tiers of this process
+        are still on the old file, and while other processes use the old journal."""
+        current = identity(self.path)
+        new, old = _OPEN.census(self._key, current)
+        if not new and (old or not discard_stale_journal(self.path, self._journal)):
+            raise CacheError(f"SQLite cache {self.path} was deleted or replaced, and other connections still use the "
+                             "old file's journal; it is opened again once they let go of it (each notices on its next "
+                             "call to the cache)", tier=self.name)
+        self._moved = False
 
     def _open(self) -> sqlite3.Connection:
         if self._writable and os.path.exists(self.path) and not os.access(self.path, os.W_OK):
@@ -163,6 +192,7 @@ class SQLiteTier:
         if self._conn is not None and self._pid == os.getpid():
             with suppress(sqlite3.Error):
                 self._conn.close()
+            _OPEN.remove(self._key, self._identity)
         self._conn, self._identity = None, None
 
     @contextmanager
@@ -373,15 +403,38 @@ class SQLiteTier:
         return f"SQLiteTier(path={str(self.path)!r}, ttl={self.ttl}{ro})"
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
-    """The file's (device, inode), or ``None`` when there is no file at ``path``."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
+class _Connections:
+    """Which main files (device, inode) this process's SQLite tiers have open, per path."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._by_path: dict[str, Counter[Identity | None]] = {}
+
+    def _counts(self, key: str) -> Counter[Identity | None]:
+        if self._pid != os.getpid():  # a forked child: its parent's connections are not its own
+            self._pid, self._by_path = os.getpid(), {}
+        return self._by_path.setdefault(key, Counter())
+
+    def add(self, key: str, ident: Identity | None) -> None:
+        with self._lock:
+            self._counts(key)[ident] += 1
+
+    def remove(self, key: str, ident: Identity | None) -> None:
+        with self._lock:
+            counts = self._counts(key)
+            if counts[ident] > 0:
+                counts[ident] -= 1
+
+    def census(self, key: str, current: Identity | None) -> tuple[int, int]:
+        """Connections of this process to the file now at ``key``, and to files that were there before."""
+        with self._lock:
+            counts = self._counts(key)
+            new = counts[current] if current is not None else 0
+            return new, sum(n for ident, n in counts.items() if ident != current)
 
 
+_OPEN = _Connections()
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
