@@ -378,7 +378,8 @@ class Embedder:
             block = np.stack(vecs)
             ok = np.isfinite(block).all(axis=1)
             if self.normalize:
-                norms = np.linalg.norm(np.where(ok[:, None], block, 0), axis=1)
+                with np.errstate(over="ignore"):  # a damaged entry's norm may overflow: inf, refused
+                    norms = np.linalg.norm(np.where(ok[:, None], block, 0), axis=1)
                 ok &= (np.abs(norms - 1) <= _UNIT_TOLERANCE) | (norms == 0)
             if not ok.all():
                 rejected += int((~ok).sum())
