@@ -362,7 +362,7 @@ class Embedder:
         """Keep cached vectors of the right shape and finite values and, when this Embedder normalizes, of unit
         length; anything else is a miss (counted in ``cache_rejected``, recomputed, and overwritten by the
         write-back). An all-zero vector is kept: it is what a model gives a text with no token it knows (the
-        static model does), and what :func:`l2_normalize` leaves it."""
+        static model does), and what normalizing leaves it."""
         dim = self.native_dim
         rows: list[int] = []
         vecs: list[np.ndarray] = []

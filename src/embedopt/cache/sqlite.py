@@ -72,7 +72,7 @@ class SQLiteTier:
     the next write of that key replaces.
 
     A request never waits on the file longer than ``lock_timeout``: a write that cannot get the lock in that
-    time is queued (``deferred`` in :meth:`stats`, one warning per spell) and retried with the next write; the
+    time is queued (``deferred`` in ``stats()``, one warning per spell) and retried with the next write; the
     queue holds up to 10,000 rows and drops the oldest past that (``dropped``). A file this process may not
     write is opened read-only and serves hits; writes to it are skipped (``dropped``, one warning). A file
     deleted or replaced while in use is noticed on the next call and opened afresh (``reopened``), so later
