@@ -209,6 +209,31 @@ def test_a_locked_file_costs_a_request_at_most_lock_timeout_and_queued_writes_la
     assert all(v is not None for v in found)
 
 
+def test_queued_writes_are_capped_and_stored_on_close(tmp_path, monkeypatch):
+    """The queue behind a locked file is bounded (the oldest rows are dropped and counted), and close() stores
+    what it holds."""
+    import embedopt.cache.sqlite as module
+
+    monkeypatch.setattr(module, "_QUEUE_MAX", 3)
+    path = tmp_path / "c.sqlite3"
+    tier = SQLiteTier(path, lock_timeout=0)
+    tier.set_many([("warm", vec_for("warm"))])
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        for k in ("a", "b", "c", "d", "e"):
+            tier.set_many([(k, vec_for(k))])
+        s = tier.stats()
+        assert (s["deferred"], s["queued"], s["dropped"]) == (5, 3, 2)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    tier.close()
+    got = SQLiteTier(path).get_many(["a", "b", "c", "d", "e"])
+    assert [g is not None for g in got] == [False, False, True, True, True]
+    np.testing.assert_array_equal(got[4], vec_for("e"))
+
+
 def test_a_file_whose_readers_are_locked_out_is_skipped_within_lock_timeout(tmp_path):
     """Regression (issue 17): a file in rollback-journal mode under another process's exclusive lock made the
     first request wait SQLite's 30 s busy timeout before the tier was given up."""
