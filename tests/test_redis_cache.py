@@ -28,10 +28,10 @@ def test_round_trip_pipelined_in_chunks(redis_server):
     assert sum(g is not None for g in got) == 2000 and all(g is None for g in got[2000:])
     np.testing.assert_array_equal(got[1999], vec_for(keys[1999]))
     raw = redis_server.client().get(keys[0])
-    assert raw[:2] == b"EV" and len(raw) == 8 + 32 + 4  # the codec's bytes, no pickle, no JSON
+    assert raw[:2] == b"EV" and len(raw) == 8 + 8 + 32 + 4  # the codec's bytes (key tag too), no pickle or JSON
     s = tier.stats()
     assert (s["hits"], s["misses"], s["errors"]) == (2000, 300, 0)
-    assert tier.usage() == {"entries": 2000, "bytes": 2000 * 44}
+    assert tier.usage() == {"entries": 2000, "bytes": 2000 * 52}
 
 
 def test_ttl_and_prefix_isolation(redis_server):

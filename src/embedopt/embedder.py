@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 OnOverflow = Literal["truncate", "error"]
 #: Above this many texts, the async path moves CPU work (hashing, normalizing) off the event loop.
 _OFFLOAD_AT = 2048
+#: How far from 1 the norm of a cached vector may be where the Embedder normalizes (float32 rounding is ~1e-7).
+_UNIT_TOLERANCE = 1e-3
 _PROGRESS = {"query": "embed queries", "document": "embed documents"}
 
 
@@ -58,6 +60,9 @@ class EmbedStats:
     tokens: int = 0
     """Tokens sent to the provider: as it billed them where it reports usage, else counted or estimated."""
     cache_errors: int = 0
+    cache_rejected: int = 0
+    """Cached vectors refused on a hit (wrong size, NaN, not unit length where ``normalize=True``): recomputed
+    and overwritten."""
     shared: int = 0
     """Texts another concurrent call was already computing; this call waited for its vector instead."""
 
@@ -354,29 +359,38 @@ class Embedder:
         return _Job(input_type, fp, unique, inverse, first, keys, out, list(range(len(unique))))
 
     def _take_hits(self, job: _Job, found: Sequence[np.ndarray | None]) -> None:
-        """Keep cached vectors of the right shape and finite values; anything else is a miss (recomputed, and
-        the write-back overwrites the bad entry)."""
+        """Keep cached vectors of the right shape and finite values and, when this Embedder normalizes, of unit
+        length; anything else is a miss (counted in ``cache_rejected``, recomputed, and overwritten by the
+        write-back). An all-zero vector is kept: it is what a model gives a text with no token it knows (the
+        static model does), and what normalizing leaves it."""
         dim = self.native_dim
         rows: list[int] = []
         vecs: list[np.ndarray] = []
         todo: list[int] = []
         for i, vec in zip(job.todo, found, strict=True):
-            if vec is not None and vec.shape == (dim,):
+            if isinstance(vec, np.ndarray) and vec.shape == (dim,) and vec.dtype.kind == "f":
                 rows.append(i)
                 vecs.append(vec)
             else:
                 todo.append(i)
+        rejected = sum(v is not None for v in found) - len(rows)
         if rows:
             block = np.stack(vecs)
-            finite = np.isfinite(block).all(axis=1)
-            if not finite.all():
-                todo.extend(i for i, ok in zip(rows, finite, strict=True) if not ok)
-                rows = [i for i, ok in zip(rows, finite, strict=True) if ok]
-                block = block[finite]
+            ok = np.isfinite(block).all(axis=1)
+            if self.normalize:
+                with np.errstate(over="ignore"):  # a damaged entry's norm may overflow: inf, refused
+                    norms = np.linalg.norm(np.where(ok[:, None], block, 0), axis=1)
+                ok &= (np.abs(norms - 1) <= _UNIT_TOLERANCE) | (norms == 0)
+            if not ok.all():
+                rejected += int((~ok).sum())
+                todo.extend(i for i, good in zip(rows, ok, strict=True) if not good)
+                rows = [i for i, good in zip(rows, ok, strict=True) if good]
+                block = block[ok]
             job.out[rows] = block
             todo.sort()
         with self._lock:
             self.stats.cache_hits += len(rows)
+            self.stats.cache_rejected += rejected
         if rows:  # what the hits would have cost (estimated tokens: counting exactly costs time); free ones too
             self.ledger.record_cache_hits(len(rows), sum(estimate_tokens(job.unique[i]) for i in rows),
                                           self.provider.info.price_per_1m_tokens)

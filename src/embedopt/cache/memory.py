@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from .base import TierEntry, key_fingerprint
 
 __all__ = ["MemoryTier", "parse_size"]
@@ -79,10 +79,9 @@ class MemoryTier:
     def set_many(self, items: Sequence[tuple[str, np.ndarray]], ttl: float | None = None) -> None:
         ttl = self.ttl if ttl is None else ttl
         expires = time.monotonic() + ttl if ttl is not None else None
+        arrays = [(key, _frozen(vec)) for key, vec in items]  # all checked before any is stored
         with self._lock:
-            for key, vec in items:
-                arr = np.array(vec, dtype=np.float32, copy=True)
-                arr.flags.writeable = False
+            for key, arr in arrays:
                 size = self._size(key, arr)
                 if size > self.max_bytes:
                     continue
@@ -145,6 +144,18 @@ class MemoryTier:
 
     def __repr__(self) -> str:
         return f"MemoryTier(max_bytes={self.max_bytes}, entries={len(self._data)})"
+
+
+def _frozen(vec: np.ndarray) -> np.ndarray:
+    """A read-only float32 copy of a 1-d vector; anything else is an InputError."""
+    try:
+        arr = np.array(vec, dtype=np.float32, copy=True)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"a cached vector must be a 1-d array of floats, got {type(vec).__name__}") from exc
+    if arr.ndim != 1:
+        raise InputError(f"a cached vector must be 1-d, got shape {arr.shape}; store one vector per key")
+    arr.flags.writeable = False
+    return arr
 
 
 def _build(part: str, ttl: float | None) -> MemoryTier:

@@ -135,12 +135,12 @@ class RedisTier:
     def _decode(self, keys: Sequence[str], values: Sequence[bytes | None]) -> list[np.ndarray | None]:
         out: list[np.ndarray | None] = []
         corrupt = nbytes = 0
-        for value in values:
+        for key, value in zip(keys, values, strict=True):
             if value is None:
                 out.append(None)
                 continue
             try:
-                vec = decode_vector(value)
+                vec = decode_vector(value, key=key)
             except CorruptEntry:
                 corrupt += 1
                 out.append(None)
@@ -154,7 +154,7 @@ class RedisTier:
     def _encode(self, items: Sequence[tuple[str, np.ndarray]], ttl: float | None) -> tuple[list[Any], int | None]:
         ttl = self.ttl if ttl is None else ttl
         px = max(1, int(ttl * 1000)) if ttl is not None else None
-        return [(self.prefix + k, encode_vector(v)) for k, v in items], px
+        return [(self.prefix + k, encode_vector(v, key=k)) for k, v in items], px
 
     # ------------------------------------------------------------------------------------------ CacheTier
     def get_many(self, keys: Sequence[str]) -> list[np.ndarray | None]:
