@@ -524,6 +524,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse with a usage error as one line that says where the help is (exit 2)."""
 
     def error(self, message: str) -> NoReturn:
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)  # user input may hold breaks
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
