@@ -85,7 +85,8 @@ def check_vectors(vectors: Any, dim: int, holder: str) -> np.ndarray:
         raise InputError(f"vectors must be an array of numbers, got {type(vectors).__name__}; {holder}: pass "
                          "the embedder's output (embedder.embed_documents(texts) or embed_query(text))")
     try:
-        v = np.asarray(vectors, dtype=np.float32)
+        with np.errstate(over="ignore"):  # a number too large for float32 becomes inf, refused below
+            v = np.asarray(vectors, dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise InputError(f"vectors must be an array of numbers ({exc}); {holder}: pass the embedder's "
                          "output") from exc
