@@ -132,5 +132,7 @@ def atomic_folder(out: str | os.PathLike[str]) -> Iterator[Path]:
         if old is not None:
             if not target.exists():  # the new folder could not be put in place: put the old one back
                 os.replace(old, target)
+            elif old.is_symlink() or not old.is_dir():
+                old.unlink()
             else:
                 shutil.rmtree(old, ignore_errors=True)

@@ -232,11 +232,12 @@ def test_any_arguments_succeed_or_end_in_one_line_and_exit_2(tmp_path, static_mo
 
 
 # ------------------------------------------------------------------------------------------------ kill
+@pytest.mark.slow
 def test_a_killed_embed_leaves_the_old_output_or_none_never_a_partial_one(tmp_path, static_model_dir):
-    """`embedopt embed` of 30,000 lines to .jsonl (42 MB) is SIGKILLed while it writes: the output path still holds the
+    """`embedopt embed` of 20,000 lines to .jsonl (28 MB) is SIGKILLed while it writes: the output path still holds the
     complete file that was there before (and with none before, no file appears)."""
     source = tmp_path / "big.txt"
-    source.write_text("".join(f"line {i} about files and folders {i % 97}\n" for i in range(30_000)))
+    source.write_text("".join(f"line {i} about files and folders {i % 97}\n" for i in range(20_000)))
     out = tmp_path / "out.jsonl"
     before = '{"id": 1, "vector": [1]}\n'
     out.write_text(before)

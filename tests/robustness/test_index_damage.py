@@ -285,6 +285,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_a_save_killed_at_any_moment_leaves_a_whole_index(tmp_path):
     """A process saving in a loop is SIGKILLed at several moments; the folder always loads, fully checked."""
     folder = tmp_path / "idx"

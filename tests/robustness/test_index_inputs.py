@@ -165,3 +165,12 @@ def test_a_folder_replaced_whole_keeps_no_old_copy(tmp_path):
             (tmp / "version").write_text(str(n))
     assert (tmp_path / "model" / "version").read_text() == "2"
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_a_symlinked_folder_is_replaced_by_the_new_one_and_the_link_removed(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with atomic_folder(tmp_path / "link") as tmp:
+        (tmp / "a").write_text("new")
+    assert (tmp_path / "link" / "a").read_text() == "new" and not (tmp_path / "link").is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
