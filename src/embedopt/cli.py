@@ -51,7 +51,8 @@ def _output_file(path: str, what: str, suffixes: tuple[str, ...] = ()) -> Path:
     if suffixes and out.suffix not in suffixes:
         raise ConfigError(f"{what} must end in {' or '.join(suffixes)}, got {path!r}")
     if out.is_dir():
-        raise ConfigError(f"{what} {path!r} is a folder; give a file path (e.g. {str(out / ('out' + (suffixes or ('',))[0]))!r})")
+        example = out / ("out" + (suffixes[0] if suffixes else ".json"))
+        raise ConfigError(f"{what} {path!r} is a folder; give a file path (e.g. {str(example)!r})")
     _writable(out, what)
     return out
 
