@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from embedopt import ConfigError, DimensionError, Fingerprint, InputError
+from embedopt import ConfigError, DimensionError, Fingerprint, IndexCorruptError, InputError
 from embedopt.eval import evaluate, top_k
 from embedopt.quantization import Calibration, hamming_distances, quantize
 from embedopt.stores import QuantizedIndex
@@ -130,20 +130,22 @@ def test_save_load_roundtrip_maps_vectors_from_disk_and_refuses_another_model(tm
 
 
 def test_a_damaged_index_is_refused_with_advice(tmp_path):
+    """Damaged folders are refused with IndexCorruptError naming the file and saying to rebuild or restore (the
+    full set of damages is tests/robustness/test_index_damage.py)."""
     index = QuantizedIndex(FP)
     index.add(ids(50), unit(50))
     index.save(tmp_path / "idx")
     np.save(tmp_path / "idx" / "ids.npy", np.array([b"a", b"b"]))
-    with pytest.raises(ConfigError, match="rebuild"):
+    with pytest.raises(IndexCorruptError, match=r"ids\.npy .*rebuild") as info:
         QuantizedIndex.load(tmp_path / "idx")
-    (tmp_path / "idx" / "index.json").write_text("{not json")
-    with pytest.raises(ConfigError, match="no readable embedopt index"):
-        QuantizedIndex.load(tmp_path / "idx")
+    assert info.value.path == str(tmp_path / "idx" / "ids.npy")
+    with pytest.raises(IndexCorruptError, match="no embedopt index"):
+        QuantizedIndex.load(tmp_path / "nothing-here")
     meta_dir = tmp_path / "other"
     meta_dir.mkdir()
     (meta_dir / "index.json").write_text(json.dumps({"format": "something-else"}))
-    with pytest.raises(ConfigError, match="not an embedopt quantized index"):
-        QuantizedIndex.load(meta_dir)
+    with pytest.raises(IndexCorruptError, match="not an embedopt quantized index"):
+        QuantizedIndex.load(meta_dir, verify=False)
 
 
 @pytest.mark.slow

@@ -9,11 +9,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
-from .errors import ConfigError, EmbedOptError
+from ._files import atomic_file
+from .errors import CacheError, ConfigError, EmbedOptError
 from .quantization import PRECISIONS
 
 _MODEL_HELP = ("model spec: minilm (default), st:NAME_OR_FOLDER, static:FOLDER, static:distill[:SOURCE], "
@@ -31,21 +32,79 @@ def _embedder(model: str, **options: Any) -> Any:
     return Embedder.from_spec(model, **options)
 
 
+def _writable(out: Path, what: str) -> None:
+    """Refuse, before any work, an output path that cannot be created: under a file, or in a read-only folder."""
+    for parent in (out.parent, *out.parent.parents):
+        if parent.exists():
+            break
+    if not parent.is_dir():
+        raise ConfigError(f"{what} {str(out)!r} is under {str(parent)!r}, which is a file, not a folder; choose "
+                          "another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write {what} {str(out)!r}: the folder {str(parent)!r} is not writable; choose "
+                          "another path")
+
+
+def _output_file(path: str, what: str, suffixes: tuple[str, ...] = ()) -> Path:
+    """An output file path checked before the work: the suffix, not a folder, its folder creatable and writable."""
+    out = Path(path)
+    if suffixes and out.suffix not in suffixes:
+        raise ConfigError(f"{what} must end in {' or '.join(suffixes)}, got {path!r}")
+    if out.is_dir():
+        example = out / ("out" + (suffixes[0] if suffixes else ".json"))
+        raise ConfigError(f"{what} {path!r} is a folder; give a file path (e.g. {str(example)!r})")
+    _writable(out, what)
+    return out
+
+
+def _output_folder(path: str | os.PathLike[str], what: str) -> Path:
+    """An output folder path checked before the work: not a file, its parent creatable and writable."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{what} {str(out)!r} is a file; give a folder path")
+    _writable(out, what)
+    return out
+
+
+_PLOT_FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp")
+
+
+def _plot_output(path: str, feature: str) -> Path:
+    """A plot path checked before the work: matplotlib installed, a format it writes, a writable place."""
+    from ._extras import require
+
+    require("matplotlib", extra="eval", feature=feature)
+    if Path(path).suffix.lower() not in _PLOT_FORMATS:
+        raise ConfigError(f"--plot must end in one of {', '.join(_PLOT_FORMATS)}, got {path!r}")
+    return _output_file(path, "--plot")
+
+
 def _read_texts(source: str, field: str) -> tuple[list[str], list[Any]]:
     """Texts and their ids: a .jsonl file (``field``, ids from ``_id``/``id``), or lines of text (ids = line numbers).
 
     Blank lines in plain text are skipped (their line numbers are not ids); in .jsonl a missing or empty field
-    is an error naming the line.
+    is an error naming the line. Binary input (not UTF-8, or holding NUL bytes) is refused.
     """
-    if source == "-":
-        lines = sys.stdin.read().splitlines()
-        is_jsonl = False
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"input file {source!r} does not exist")
-        lines = path.read_text(encoding="utf-8").splitlines()
-        is_jsonl = path.suffix == ".jsonl"
+    try:
+        if source == "-":
+            text = sys.stdin.read()
+            is_jsonl = False
+        else:
+            path = Path(source)
+            if not path.exists():
+                raise ConfigError(f"input file {source!r} does not exist")
+            if not path.is_file():
+                raise ConfigError(f"input {source!r} is not a file; give a .jsonl file or a text file (one text a "
+                                  "line), or - for stdin")
+            text = path.read_text(encoding="utf-8")
+            is_jsonl = path.suffix == ".jsonl"
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"input {source!r} is not UTF-8 text (byte {exc.start}): a binary file? Give a text file "
+                          "(one text a line) or .jsonl; convert other encodings first (iconv -t UTF-8)") from exc
+    if "\x00" in text:
+        raise ConfigError(f"input {source!r} holds NUL bytes (a binary file?); give a text file (one text a line) "
+                          "or .jsonl")
+    lines = text.splitlines()
     texts: list[str] = []
     ids: list[Any] = []
     for n, line in enumerate(lines, 1):
@@ -68,19 +127,17 @@ def _read_texts(source: str, field: str) -> tuple[list[str], list[Any]]:
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    out = Path(args.output)
-    if out.suffix not in (".npy", ".jsonl"):
-        raise ConfigError(f"--output must end in .npy or .jsonl, got {args.output!r}")
+    out = _output_file(args.output, "--output", (".npy", ".jsonl"))
     texts, ids = _read_texts(args.input, args.field)
     embedder = _embedder(args.model, dim=args.dim, precision=args.precision, normalize=not args.no_normalize,
                          calibration_path=args.calibration, show_progress=False if args.no_progress else None,
                          cache=args.cache or None)
     vectors = embedder.embed(texts, args.input_type)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
-        np.save(out, vectors, allow_pickle=False)
+        with atomic_file(out, "wb") as f:
+            np.save(f, vectors, allow_pickle=False)
     else:
-        with out.open("w", encoding="utf-8") as f:
+        with atomic_file(out, "w") as f:
             for i, vec in zip(ids, vectors, strict=True):
                 f.write(json.dumps({"id": i, "vector": vec.tolist()}) + "\n")
     fp = embedder.fingerprint(args.input_type)
@@ -114,6 +171,8 @@ def _finetune(args: argparse.Namespace, defaults: Any, *, base: str, output: str
               compare: str | None) -> int:
     from .tools.finetune import LLMQueryWriter, finetune, with_overrides
 
+    _output_folder(output, "-o/--output")
+
     settings = with_overrides(defaults, epochs=args.epochs, batch_size=args.batch_size,
                               learning_rate=args.learning_rate, max_seq_length=getattr(args, "max_seq_length", None),
                               per_doc=args.per_doc, max_pairs=args.max_pairs, test_fraction=args.test_fraction,
@@ -142,8 +201,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .tools.report import plot, table
 
     def floats(text: str) -> list[float | None]:
-        return [None if v in ("none", "0", "") else float(v) for v in text.split(",")]
+        try:
+            return [None if v in ("none", "0", "") else float(v) for v in text.split(",")]
+        except ValueError as exc:
+            raise ConfigError(f"--oversample takes numbers or 'none', comma-separated, got {text!r}") from exc
 
+    _output_file(args.output, "-o/--output")
+    if args.plot:
+        _plot_output(args.plot, "embedopt eval --plot")
     result = run_grid(args.dataset, models=args.models.split(","),
                       dims=[int(d) for d in args.dims.split(",")] if args.dims else None,
                       precisions=args.precisions.split(","), oversample=floats(args.oversample),
@@ -162,6 +227,8 @@ def _cmd_drift_report(args: argparse.Namespace) -> int:
     from .drift import DriftMonitor, monitors
     from .tools.report import plot_history
 
+    if args.plot:
+        _plot_output(args.plot, "embedopt drift report --plot")
     names = [args.monitor] if args.monitor else monitors(args.db)
     if not names:
         print("no drift history recorded yet", file=sys.stderr)
@@ -189,6 +256,7 @@ def _cmd_export_static(args: argparse.Namespace) -> int:
     from .specs import load_provider
     from .tools.export_static import export_static
 
+    _output_folder(args.output, "-o/--output")
     provider = load_provider(args.model)
     if not isinstance(provider, StaticProvider):
         raise ConfigError(f"export static needs a static model (-m static:FOLDER or static:distill), not {args.model!r}")
@@ -203,6 +271,7 @@ def _cmd_export_static(args: argparse.Namespace) -> int:
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
     from .tools.export_onnx import export_onnx
 
+    _output_folder(args.output, "-o/--output")
     m = export_onnx(args.model, args.output, quantize=args.quantize, scheme=args.scheme, optimize=args.optimize)
     print(json.dumps(m, indent=2))
     return 0
@@ -218,6 +287,7 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
     from .eval import load_beir
     from .versioning import VersionedIndex
 
+    _output_folder(args.root, "root")
     ds = load_beir(args.dataset)
     titles = [{"title": d["title"]} for d in ds.corpus.values()]
     vi = VersionedIndex.build(args.root, args.model, ds.doc_texts(), ds.doc_ids, metadatas=titles, dim=args.dim,
@@ -322,9 +392,16 @@ def _cmd_cache_clear(args: argparse.Namespace) -> int:
 
 def _cmd_cache_warm(args: argparse.Namespace) -> int:
     texts, _ = _read_texts(args.input, args.field)
-    embedder = _embedder(args.model, cache=_open_cache(args.cache), show_progress=False if args.no_progress else None)
+    cache = _open_cache(args.cache)
+    embedder = _embedder(args.model, cache=cache, show_progress=False if args.no_progress else None)
     embedder.embed_full(texts, args.input_type)
     s = embedder.stats
+    down = [name for name, t in cache.tier_stats().items()
+            if t.get("errors") or t.get("skipped") or t.get("state") != "closed"]
+    if down:
+        raise CacheError(f"cache warm embedded {s.unique} unique texts but could not store them in "
+                         f"{', '.join(down)} (the tier failed or is down); fix it and run cache warm again",
+                         tier=down[0])
     print(f"warmed {s.unique} unique texts as {args.input_type}s: {s.computed} computed, {s.cache_hits} already "
           f"cached; fingerprint={embedder.fingerprint(args.input_type).id}", file=sys.stderr)
     return 0
@@ -407,9 +484,13 @@ def _cmd_costs(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise ConfigError(f"ledger file {args.ledger!r} does not exist")
     try:
-        ledger = CostLedger.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{args.ledger} is not a cost ledger export: {exc}") from exc
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise TypeError(f"it holds a JSON {type(data).__name__}, not an object")
+        ledger = CostLedger.from_dict(data)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ConfigError(f"{args.ledger} is not a cost ledger export ({exc}); write one with "
+                          "CostLedger.to_json(path)") from exc
     if args.json:
         print(ledger.to_json())
         return 0
@@ -440,8 +521,16 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a usage error as one line that says where the help is (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)  # user input may hold breaks
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="embedopt", description="Cheap, fast, safe-to-change embeddings.")
+    parser = _Parser(prog="embedopt", description="Cheap, fast, safe-to-change embeddings.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("embed", help="embed a file (or stdin) into .npy or .jsonl")
@@ -616,13 +705,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    """The error as one line: embedopt's own message (which says what to do), or the system's with advice."""
+    text = str(exc)
+    if isinstance(exc, OSError) and not isinstance(exc, EmbedOptError):
+        text = f"{text}; check the path, its folder and the permissions (or the address, for a server)"
+    return " ".join(text.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Bad input of any kind (a typed :class:`~embedopt.errors.EmbedOptError`, or the system's
+    OSError: a path that cannot be read or written, a port in use) ends with one line on stderr and exit status
+    2; every file a command writes appears whole or not at all."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except EmbedOptError as exc:
-        print(f"embedopt: error: {exc}", file=sys.stderr)
+    except (EmbedOptError, OSError) as exc:
+        print(f"embedopt: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("embedopt: interrupted (files being written were not put in place)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

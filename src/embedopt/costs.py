@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol, runtime_checkable
 
+from ._files import atomic_write_text
 from .errors import ConfigError
 
 __all__ = ["Budget", "BudgetStore", "CostLedger", "MemoryBudgetStore", "Reservation", "RouteTotals", "estimate"]
@@ -280,9 +281,8 @@ class CostLedger(_Locked):
 
     def to_json(self, path: str | None = None) -> str:
         text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
+        if path is not None:  # written whole or not at all
+            atomic_write_text(path, text + "\n")
         return text
 
     @classmethod

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -93,7 +94,7 @@ class DriftMonitor:
         path = ":memory:" if db == ":memory:" else str(Path(db) if db is not None else _default_db())
         self.db = path
         self._lock = threading.Lock()
-        self._conn = connect(path, timeout=10, schema=_SCHEMA)
+        self._conn = _open(path)
         self._pending: list[tuple[np.ndarray, dict[str, float]]] = []  # reference batches so far
         self._centroid: np.ndarray | None = None
         self._stats: dict[str, tuple[float, float]] = {}
@@ -229,9 +230,18 @@ def _shift(centroid: np.ndarray, reference: np.ndarray) -> float:
     return float(1.0 - a @ b)
 
 
+def _open(path: str | Path) -> sqlite3.Connection:
+    """The history database, or ConfigError naming the file when it is not one (a text file, a folder)."""
+    try:
+        return connect(path, timeout=10, schema=_SCHEMA)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"drift history {os.fspath(path)!r} is not a usable SQLite database ({exc}); give "
+                          "another file with --db/db=, or move this one away") from exc
+
+
 def monitors(db: str | os.PathLike[str] | None = None) -> list[str]:
     """The monitor names recorded in ``db``."""
-    conn = connect(Path(db) if db is not None else _default_db(), timeout=10, schema=_SCHEMA)
+    conn = _open(Path(db) if db is not None else _default_db())
     try:
         return [r[0] for r in conn.execute("SELECT DISTINCT monitor FROM drift_batches ORDER BY monitor")]
     finally:

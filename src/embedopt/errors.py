@@ -15,6 +15,7 @@ __all__ = [
     "CorruptEntry",
     "DimensionError",
     "EmbedOptError",
+    "IndexCorruptError",
     "InputError",
     "MissingExtraError",
     "ModelLoadError",
@@ -102,3 +103,13 @@ class CacheError(EmbedOptError):
 class CorruptEntry(EmbedOptError, ValueError):
     """A stored value that cannot be trusted (truncated, bad checksum, another format, NaN). Cache tiers treat it
     as a miss and the next write overwrites it; only code that decodes entries itself sees this error."""
+
+
+class IndexCorruptError(EmbedOptError, ValueError):
+    """A saved index folder that cannot be trusted: a file missing, truncated, changed since it was saved or
+    taken from another index, or the folder saved without a manifest. ``path`` is the file (or folder) at fault;
+    the message says whether to rebuild the index or restore the folder from a backup."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(message)

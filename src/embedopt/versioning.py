@@ -38,6 +38,20 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+def _read_json(path: Path, keys: Sequence[str]) -> dict[str, Any]:
+    """A JSON object holding ``keys``, or ConfigError naming the file and what to do."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path} is missing; restore the versioned index folder from a backup") from exc
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} is unreadable ({exc}); restore it from a backup, or rewrite it") from exc
+    if not isinstance(data, dict) or any(k not in data for k in keys):
+        raise ConfigError(f"{path} is not what embedopt wrote there (expected an object with "
+                          f"{', '.join(keys)}); restore it from a backup, or rewrite it")
+    return data
+
+
 @dataclass(frozen=True)
 class Version:
     name: str
@@ -75,18 +89,23 @@ class VersionedIndex:
 
     @property
     def pointer(self) -> dict[str, Any]:
-        return dict(json.loads((self.root / "LIVE.json").read_text()))
+        return _read_json(self.root / "LIVE.json", ("live",))
 
     @property
     def live(self) -> str:
-        return str(self.pointer["live"])
+        live = self.pointer["live"]
+        if not isinstance(live, str) or not (self.root / "versions" / live / "version.json").is_file():
+            raise ConfigError(f"{self.root / 'LIVE.json'} names version {live!r}, which {self.root / 'versions'} "
+                              "does not hold; point it at one that exists (embedopt migrate rollback), or restore "
+                              "the folder from a backup")
+        return live
 
     def versions(self) -> list[str]:
         return sorted(p.name for p in (self.root / "versions").iterdir() if (p / "version.json").is_file())
 
     def version(self, name: str) -> Version:
-        meta = json.loads((self.root / "versions" / name / "version.json").read_text())
-        return Version(name, meta["model"], meta.get("dim"))
+        meta = _read_json(self.root / "versions" / name / "version.json", ("model",))
+        return Version(name, str(meta["model"]), meta.get("dim"))
 
     def embedder(self, name: str) -> Embedder:
         if name not in self._embedders:
@@ -103,6 +122,9 @@ class VersionedIndex:
         if not current.is_file():
             return QuantizedIndex(e.fingerprint("document"), dim=e.dim)
         gen = current.read_text().strip()
+        if not gen or "/" in gen or not (folder / gen).is_dir():
+            raise ConfigError(f"{current} names {gen!r}, not a saved generation of {folder}; restore the folder "
+                              "from a backup, or rebuild the version")
         cached = self._opened.get(name)
         if cached is not None and cached[0] == gen:
             return cached[1]
@@ -158,7 +180,7 @@ def _new_version(root: Path, name: str, model: str, dim: int | None) -> None:
 
 def migration(root: str | os.PathLike[str]) -> dict[str, Any] | None:
     path = Path(root) / "migration.json"
-    return dict(json.loads(path.read_text())) if path.is_file() else None
+    return _read_json(path, ("from", "to", "model", "state")) if path.is_file() else None
 
 
 # ------------------------------------------------------------------------------------------------ migration

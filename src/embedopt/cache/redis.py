@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import weakref
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
 from .._extras import require
 from .._secrets import redact_url, register, register_url, scrub, secrets_of
-from ..errors import CacheError, ConfigError, CorruptEntry
+from ..errors import CacheError, ConfigError, CorruptEntry, EmbedOptError
 from .base import KEY_PREFIX, TierCounters, TierEntry, key_fingerprint
 from .entry import decode_vector, encode_vector
 
@@ -20,6 +21,22 @@ __all__ = ["RedisTier", "redact_url"]
 
 #: Keys per MGET / pipeline flush.
 _CHUNK = 1000
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _as_cache_error(method: _F) -> _F:
+    """A RedisTier method whose client errors (server down, refused, timed out) raise CacheError."""
+    @functools.wraps(method)
+    def wrapper(self: RedisTier, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except EmbedOptError:
+            raise
+        except Exception as exc:
+            raise self._failed(exc) from exc
+    return cast(_F, wrapper)
 
 
 def _check_password(url: str) -> None:
@@ -183,6 +200,7 @@ class RedisTier:
             raise self._failed(exc) from exc
         self.counters.wrote(sum(len(v) for _, v in rows))
 
+    @_as_cache_error
     def delete(self, keys: Sequence[str]) -> int:
         full = [self.prefix + k for k in keys]
         removed = 0
@@ -226,6 +244,7 @@ class RedisTier:
         pattern = glob_escape(self.prefix + KEY_PREFIX + (fingerprint or "")) + "*"
         return self.client.scan_iter(match=pattern, count=1000)
 
+    @_as_cache_error
     def clear(self, fingerprint: str | None = None) -> int:
         """Delete this tier's entries (all, or those whose fingerprint id starts with ``fingerprint``)."""
         removed = 0
@@ -239,11 +258,13 @@ class RedisTier:
             removed += int(self.client.unlink(*batch))
         return removed
 
+    @_as_cache_error
     def usage_by_fingerprint(self) -> dict[str, int]:
         """Entries per fingerprint id under this tier's prefix (a SCAN: for reports, not hot paths)."""
         start = len(self.prefix)
         return dict(Counter(key_fingerprint(k.decode()[start:]) for k in self._scan(None)))
 
+    @_as_cache_error
     def usage(self) -> dict[str, int]:
         """Entries under this tier's prefix and their value bytes (a SCAN: use it for reports, not hot paths)."""
         entries = size = 0

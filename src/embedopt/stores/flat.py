@@ -9,26 +9,39 @@ documents' int8 (or float16) vectors, never against the bits, and the best ``k``
 An index records the fingerprint of the embedding space and the int8 calibration; loading it for another model
 is refused. After :meth:`QuantizedIndex.save` (and on :meth:`QuantizedIndex.load`) the int8 and float16 vectors
 are memory-mapped from the index folder, so only the codes and the ids stay in RAM.
+
+**Files.** The folder holds ``index.json`` (settings, fingerprint, calibration, the index's identity),
+``codes.npy``, ``ids.npy``, ``int8.npy``, ``float16.npy`` (with ``keep_float``), ``payloads.jsonl``, and
+``manifest.json``: the size and sha256 of every other file in the folder and the same identity. It is written
+whole beside its target and renamed into place. :meth:`QuantizedIndex.load` checks the manifest and the files'
+agreement with one another, so a truncated, changed or garbage file, or one swapped in from another index of the
+same shape, raises :class:`~embedopt.errors.IndexCorruptError` naming the file, never a wrong answer or a raw
+exception. A folder saved before manifests existed is refused by default, with how to add one:
+``QuantizedIndex.load(folder, verify=False).save(folder)``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import os
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from .._files import atomic_folder
 from ..codec import Codec
-from ..errors import ConfigError, DimensionError, InputError
+from ..errors import ConfigError, DimensionError, EmbedOptError, IndexCorruptError, InputError
 from ..fingerprint import Fingerprint
 from ..quantization import MIN_CALIBRATION_SAMPLES, Calibration, dequantize, float_int8_scores
 from ._scan import BinaryScan, FloatScan
-from .base import RESCORES, Record, Rescore, SearchResult, as_ids, check_counts, check_vectors
+from .base import RESCORES, Record, Rescore, SearchResult, as_ids, check_counts, check_payloads, check_vectors
 from .filters import Filter, FilterNode, canonical, compile_filter, parse_filter
 
 __all__ = ["QuantizedIndex", "Rescore", "SearchResult"]
@@ -139,9 +152,12 @@ class QuantizedIndex:
         """Add vectors under ``ids``; an id already present is replaced. Payloads must be JSON-serializable."""
         id_list = as_ids(ids)
         v = self._check(vectors)
+        payloads = check_payloads(payloads)
         check_counts(id_list, v, payloads)
         if len(set(id_list)) != len(id_list):
             raise InputError("ids must be unique within one add()")
+        if not id_list:
+            return
         if payloads is not None:
             for n, p in enumerate(payloads):
                 try:
@@ -293,10 +309,13 @@ class QuantizedIndex:
         ``where`` (a metadata filter, :mod:`embedopt.stores.filters`) restricts the shortlist scan itself to the
         matching rows, so the search stays exact and returns ``k`` hits whenever ``k`` entries match."""
         q = self._check(queries)
-        if not isinstance(k, int) or k < 1:
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
             raise ConfigError(f"k must be a positive int, got {k!r}")
-        if oversample < 1:
-            raise ConfigError(f"oversample must be >= 1, got {oversample}")
+        if (not isinstance(oversample, (int, float, np.integer, np.floating)) or isinstance(oversample, bool)
+                or not math.isfinite(oversample) or oversample < 1):
+            raise ConfigError(f"oversample must be a finite number >= 1 (candidates kept = k x oversample), "
+                              f"got {oversample!r}")
+        k = int(k)
         if rescore not in RESCORES:
             raise ConfigError(f"rescore must be one of {RESCORES}, got {rescore!r}")
         if rescore == "float" and self._f16 is None:
@@ -339,87 +358,218 @@ class QuantizedIndex:
 
     # ------------------------------------------------------------------------------------------- persist
     def save(self, folder: str | os.PathLike[str]) -> Path:
-        """Write the index (deleted rows dropped) to ``folder`` and map its vectors from there from now on."""
+        """Write the index (deleted rows dropped) to ``folder`` and map its vectors from there from now on.
+
+        The folder is written whole beside its target and renamed into place (a kill leaves the old folder or the
+        new one), with a ``manifest.json`` of every file's size and sha256 and the index's identity, which
+        :meth:`load` checks. An existing ``folder`` is replaced; one holding anything but an index is refused."""
         self._flush()
         if self.calibration is None:
             raise ConfigError("an empty index has nothing to save; add vectors first")
         out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
+        if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "index.json").is_file())):
+            raise ConfigError(f"{out} exists and is not an embedopt index folder; save() replaces the folder "
+                              "whole, so give it a new (or empty) folder")
+        with atomic_folder(out) as tmp:
+            index_id = uuid.uuid4().hex
+            self._write_files(tmp, index_id)
+            _write_manifest(tmp, index_id)  # last: it covers every file written above, whatever wrote it
+        fresh = QuantizedIndex._open(out, expect=None, mmap=True, threads=self._threads(), verify=False,
+                                     backend="numpy" if isinstance(self._scan, BinaryScan)
+                                     and self._scan.backend == "numpy" else "auto")
+        self.__dict__.update(fresh.__dict__)
+        return out
+
+    def _write_files(self, tmp: Path, index_id: str) -> None:
+        """Write the index's files into the (new, empty) folder ``tmp``."""
+        assert self.calibration is not None
         keep = self._alive
         ids = self._ids[keep]
         arrays = {"codes.npy": self._scan.codes()[keep], "int8.npy": np.asarray(self._int8[keep]), "ids.npy": ids}
         if self._f16 is not None:
             arrays["float16.npy"] = np.asarray(self._f16[keep])
-        tag = f".tmp-{os.getpid()}"
         for name, arr in arrays.items():
-            with open(out / (name + tag), "wb") as f:
+            with open(tmp / name, "wb") as f:
                 np.save(f, arr, allow_pickle=False)
-        with open(out / ("payloads.jsonl" + tag), "w", encoding="utf-8") as f:
+        with open(tmp / "payloads.jsonl", "w", encoding="utf-8") as f:
             for i in ids:
                 p = self.payloads.get(i.decode())
                 if p:
                     f.write(json.dumps({"id": i.decode(), "payload": p}) + "\n")
-        meta = {"format": _FORMAT, "version": _VERSION, "fingerprint": self.fingerprint.to_dict(), "dim": self.dim,
-                "shortlist": self.shortlist, "count": len(ids), "keep_float": self._f16 is not None,
+        meta = {"format": _FORMAT, "version": _VERSION, "index_id": index_id,
+                "fingerprint": self.fingerprint.to_dict(), "dim": self.dim, "shortlist": self.shortlist,
+                "count": len(ids), "keep_float": self._f16 is not None,
                 "calibration": json.loads(self.calibration.to_json())}
-        (out / ("index.json" + tag)).write_text(json.dumps(meta, indent=1))
-        for name in [*arrays, "payloads.jsonl", "index.json"]:  # index.json last: it names a complete set
-            os.replace(out / (name + tag), out / name)
-        if self._f16 is None and (out / "float16.npy").exists():
-            (out / "float16.npy").unlink()
-        fresh = QuantizedIndex.load(out, backend="numpy" if isinstance(self._scan, BinaryScan)
-                                    and self._scan.backend == "numpy" else "auto", threads=self._threads())
-        self.__dict__.update(fresh.__dict__)
-        return out
+        (tmp / "index.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
     def _threads(self) -> int | None:
         return self._scan.threads if isinstance(self._scan, BinaryScan) else None
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str], *, expect: Fingerprint | None = None, mmap: bool = True,
-             threads: int | None = None, backend: Literal["auto", "faiss", "numpy"] = "auto") -> QuantizedIndex:
+             threads: int | None = None, backend: Literal["auto", "faiss", "numpy"] = "auto",
+             verify: bool = True) -> QuantizedIndex:
         """Open an index saved by :meth:`save`. With ``expect`` (the embedder's document fingerprint), an index
-        built in another embedding space is refused."""
-        root = Path(folder)
+        built in another embedding space is refused (:class:`~embedopt.errors.ConfigError`).
+
+        The folder is checked against its manifest: every file present with its size, and (``verify=True``) its
+        sha256, which reads each file once; the files must belong to this index and agree with one another
+        (shapes, dtypes, unique ids, payloads of known ids). Anything else raises
+        :class:`~embedopt.errors.IndexCorruptError` naming the file and what to do. ``verify=False`` checks sizes
+        only, for very large indexes on trusted disks, and opens a folder saved before manifests existed (with a
+        warning; save it again to add one)."""
+        return cls._open(Path(folder), expect=expect, mmap=mmap, threads=threads, backend=backend, verify=verify)
+
+    @classmethod
+    def _open(cls, root: Path, *, expect: Fingerprint | None, mmap: bool, threads: int | None,
+              backend: Literal["auto", "faiss", "numpy"], verify: bool) -> QuantizedIndex:
+        def damaged(name: str, what: str) -> IndexCorruptError:
+            return IndexCorruptError(f"the index in {root} is damaged: {name} {what}; {_REBUILD}", path=str(root / name))
+
+        if not root.is_dir() or not ((root / "index.json").is_file() or (root / _MANIFEST).is_file()):
+            raise IndexCorruptError(f"{root} holds no embedopt index (no index.json); build one with "
+                                    "QuantizedIndex(...).add(...).save(folder), or give the folder it was saved to",
+                                    path=str(root))
+        manifest = _check_manifest(root, verify, damaged)
         try:
-            meta = json.loads((root / "index.json").read_text())
+            meta = json.loads((root / "index.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"{root} holds no readable embedopt index ({exc}); build it with "
-                              "QuantizedIndex(...).add(...).save(folder)") from exc
-        if meta.get("format") != _FORMAT or meta.get("version") != _VERSION:
-            raise ConfigError(f"{root} is not an embedopt quantized index of version {_VERSION}")
-        fp = Fingerprint.from_dict(meta["fingerprint"])
+            raise damaged("index.json", f"is not readable JSON ({exc})") from exc
+        if not isinstance(meta, dict) or meta.get("format") != _FORMAT or meta.get("version") != _VERSION:
+            raise IndexCorruptError(f"{root} is not an embedopt quantized index of version {_VERSION} (index.json "
+                                    f"names another format); {_REBUILD}", path=str(root / "index.json"))
+        if manifest is not None and meta.get("index_id") != manifest.get("index_id"):
+            raise damaged("index.json", "belongs to another index than the manifest (files mixed from two saved "
+                          "indexes)")
+        try:
+            fp = Fingerprint.from_dict(meta["fingerprint"])
+            calibration = Calibration.from_json(json.dumps(meta["calibration"]))
+            n = meta["count"]
+            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                raise ValueError(f"count is {n!r}")
+        except (EmbedOptError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise damaged("index.json", f"has unusable settings ({exc})") from exc
         if expect is not None and expect.space_id != fp.space_id:
             raise ConfigError(f"the index in {root} holds vectors of {fp.id}, not of {expect.id}: another model or "
                               "settings. Re-embed the corpus with this model into a new index (embedopt migrate), "
                               "or query it with the model that built it.")
         try:
-            calibration = Calibration.from_json(json.dumps(meta["calibration"]))
-            index = cls(fp, dim=int(meta["dim"]), calibration=calibration, keep_float=bool(meta["keep_float"]),
+            index = cls(fp, dim=meta["dim"], calibration=calibration, keep_float=bool(meta["keep_float"]),
                         shortlist=meta["shortlist"], threads=threads, backend=backend)
-            mode: Literal["r"] | None = "r" if mmap else None
-            codes = np.load(root / "codes.npy", allow_pickle=False)  # the shortlist codes live in RAM
-            ids = np.load(root / "ids.npy", allow_pickle=False)
-            int8 = np.load(root / "int8.npy", mmap_mode=mode, allow_pickle=False)
-            f16 = np.load(root / "float16.npy", mmap_mode=mode, allow_pickle=False) if index.keep_float else None
-            n = int(meta["count"])
-            shapes_ok = (len(codes) == len(ids) == len(int8) == n and int8.shape[1] == index.dim
-                         and (f16 is None or f16.shape == int8.shape))
-            payloads = {}
-            with open(root / "payloads.jsonl", encoding="utf-8") as f:
-                for line in f:
-                    row = json.loads(line)
-                    payloads[row["id"]] = row["payload"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"the index in {root} is damaged or incomplete ({exc}); rebuild it from the "
-                              "documents") from exc
-        if not shapes_ok:
-            raise ConfigError(f"the index in {root} is damaged: its files disagree on the number of vectors "
-                              f"({n} expected); rebuild it from the documents")
-        index._scan.add(codes)
+        except (EmbedOptError, KeyError, TypeError, ValueError) as exc:
+            raise damaged("index.json", f"has unusable settings ({exc})") from exc
+        mode: Literal["r"] | None = "r" if mmap else None
+
+        def array(name: str, dtype: str, width: int, mapped: bool) -> np.ndarray:
+            try:
+                arr = np.load(root / name, mmap_mode=mode if mapped else None, allow_pickle=False)
+            except (OSError, ValueError, EOFError) as exc:
+                raise damaged(name, f"is not a readable array ({type(exc).__name__}: {exc})") from exc
+            want = (n,) if width == 0 else (n, width)
+            if not isinstance(arr, np.ndarray) or arr.shape != want or np.dtype(arr.dtype).kind != dtype[0] or (
+                    dtype != "S" and arr.dtype != np.dtype(dtype)):
+                got = f"{getattr(arr, 'dtype', '?')} {getattr(arr, 'shape', '?')}"
+                raise damaged(name, f"holds {got}, expected {dtype} of shape {want} (index.json counts {n})")
+            return arr
+
+        if isinstance(index._scan, BinaryScan):
+            codes = array("codes.npy", "uint8", index._scan.nbytes, False)  # the shortlist codes live in RAM
+        else:
+            codes = array("codes.npy", "float32", index._scan.dim, False)
+        ids = array("ids.npy", "S", 0, False)
+        int8 = array("int8.npy", "int8", index.dim, True)
+        f16 = array("float16.npy", "float16", index.dim, True) if index.keep_float else None
+        try:
+            names = {i.decode() for i in ids}
+        except UnicodeDecodeError as exc:
+            raise damaged("ids.npy", f"holds an id that is not UTF-8 ({exc})") from exc
+        if len(names) != n or "" in names:
+            raise damaged("ids.npy", "holds duplicated or empty ids")
+        if codes.dtype.kind == "f" and not np.isfinite(codes).all():
+            raise damaged("codes.npy", "holds NaN or infinity")
+        index.payloads = _read_payloads(root, names, damaged)
+        index._scan.add(np.ascontiguousarray(codes))
         index._ids, index._int8, index._f16 = ids, int8, f16
         index._alive = np.ones(n, dtype=bool)
         index._order = np.argsort(ids, kind="stable")
-        index.payloads = payloads
         index._path = root if mmap else None
         return index
+
+
+_MANIFEST = "manifest.json"
+_MANIFEST_FORMAT = "embedopt.quantized-index.manifest"
+_REBUILD = "rebuild the index from the documents, or restore the folder from a backup"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_manifest(folder: Path, index_id: str) -> None:
+    """Size and sha256 of every file under ``folder`` (found by walking it, so files any feature wrote are
+    covered), and the index's identity."""
+    files = {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != _MANIFEST}
+    text = json.dumps({"format": _MANIFEST_FORMAT, "version": 1, "index_id": index_id, "files": files}, indent=1)
+    (folder / _MANIFEST).write_text(text, encoding="utf-8")
+
+
+def _check_manifest(root: Path, verify: bool,
+                    damaged: Callable[[str, str], IndexCorruptError]) -> dict[str, Any] | None:
+    """The manifest, after checking every file it lists (size; sha256 when ``verify``); ``None`` for a folder
+    saved without one, which only ``verify=False`` accepts."""
+    path = root / _MANIFEST
+    if not path.is_file():
+        if verify:
+            raise IndexCorruptError(
+                f"{root} has no {_MANIFEST}: it was saved by an older embedopt or the file was lost, so its files "
+                "cannot be checked. If you trust them, add one: QuantizedIndex.load(folder, verify=False)"
+                f".save(folder); otherwise {_REBUILD}", path=str(path))
+        log.warning("%s has no %s: its files are not checked; save the index again to add one", root, _MANIFEST)
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        files = manifest["files"]
+        if manifest.get("format") != _MANIFEST_FORMAT or not isinstance(files, dict) or not all(
+                isinstance(e, dict) and isinstance(e.get("bytes"), int) and isinstance(e.get("sha256"), str)
+                for e in files.values()):
+            raise ValueError("not an index manifest")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise damaged(_MANIFEST, f"is not readable ({exc})") from exc
+    for name in ("index.json", "codes.npy", "ids.npy", "int8.npy", "payloads.jsonl"):
+        if name not in files:
+            raise damaged(_MANIFEST, f"does not list {name}")
+    for name, entry in files.items():
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise damaged(_MANIFEST, f"names a file outside the folder ({name!r})")
+        file = root / name
+        if not file.is_file():
+            raise damaged(name, "is missing")
+        size = file.stat().st_size
+        if size != entry["bytes"]:
+            raise damaged(name, f"is {size} bytes, {entry['bytes']} when saved (truncated or replaced)")
+        if verify and _sha256(file) != entry["sha256"]:
+            raise damaged(name, "changed since it was saved (its sha256 differs from the manifest's)")
+    return dict(manifest)
+
+
+def _read_payloads(root: Path, ids: set[str],
+                   damaged: Callable[[str, str], IndexCorruptError]) -> dict[str, dict[str, Any]]:
+    payloads: dict[str, dict[str, Any]] = {}
+    try:
+        with open(root / "payloads.jsonl", encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                row = json.loads(line)
+                if not (isinstance(row, dict) and isinstance(row.get("id"), str) and isinstance(row.get("payload"),
+                                                                                               dict)):
+                    raise ValueError(f"line {n} is not an id and a payload")
+                if row["id"] not in ids or row["id"] in payloads:
+                    raise ValueError(f"line {n} names an id that is not in the index, or one already seen")
+                payloads[row["id"]] = row["payload"]
+    except (OSError, ValueError) as exc:
+        raise damaged("payloads.jsonl", f"is unusable ({exc})") from exc
+    return payloads

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import atomic_write_text
 from ..codec import Codec
 from ..errors import ConfigError
 from ..eval.beir import BeirDataset, load_beir
@@ -68,12 +69,10 @@ class GridResult:
     total_seconds: float = 0.0
 
     def to_json(self, path: str | os.PathLike[str]) -> Path:
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
+        """Write the results as JSON to ``path`` (atomically: a kill leaves the old file or none)."""
         data = {**{k: v for k, v in asdict(self).items() if k != "rows"},
                 "rows": [{**asdict(r), "label": r.label} for r in self.rows]}
-        out.write_text(json.dumps(data, indent=2) + "\n")
-        return out
+        return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def default_dims(native: int) -> list[int]:
@@ -140,6 +139,10 @@ def run_grid(dataset: str | os.PathLike[str] | BeirDataset, *, models: Sequence[
     started = time.perf_counter()
     ds = dataset if isinstance(dataset, BeirDataset) else load_beir(dataset)
     doc_ids, qids = ds.doc_ids, ds.query_ids
+    if not doc_ids or not qids:
+        raise ConfigError(f"{ds.name} has {len(doc_ids)} documents and {len(qids)} judged queries: nothing to "
+                          "evaluate. Its qrels must name query ids of queries.jsonl and document ids of "
+                          "corpus.jsonl (columns: query-id, corpus-id, score)")
     rows: list[Row] = []
     embed_seconds: dict[str, float] = {}
 

@@ -136,7 +136,6 @@ def export_static(
     }
     out = Path(out_dir)
     with atomic_folder(out) as tmp:
-        tmp.chmod(0o755)  # a folder meant to be served or shipped, not mkdtemp's private 0700
         (tmp / "model.onnx").write_bytes(graph.SerializeToString())
         (tmp / "tokenizer.json").write_text(tokenizer, encoding="utf-8")
         if tables is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .._extras import require
+from .._files import atomic_file
 from .evaluate import GridResult, Row
 
 __all__ = ["plot", "plot_history", "pyplot", "save_figure", "table"]
@@ -56,9 +57,10 @@ def pyplot(feature: str) -> Any:
 
 
 def save_figure(fig: Any, path: str | os.PathLike[str], *, dpi: int) -> Path:
+    """Save ``fig`` to ``path`` (its format from the suffix; PNG without one) atomically, and close it."""
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
+    with atomic_file(out, "wb") as f:
+        fig.savefig(f, dpi=dpi, format=out.suffix[1:].lower() or "png")
     import matplotlib.pyplot as plt
 
     plt.close(fig)
