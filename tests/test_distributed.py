@@ -156,6 +156,37 @@ def test_an_output_of_another_layout_is_refused(first_run, corpus, spec, redis):
 
 @pytest.mark.slow
 @needs_ray
+def test_cli_embed_and_migrate_start_on_ray(cluster, corpus, spec, single_process, tmp_path, capsys):
+    """`embedopt embed ... --ray` and `embedopt migrate start ... --ray` (Ray is already initialized here, so
+    both join this cluster)."""
+    from embedopt.cli import main
+    from embedopt.versioning import VersionedIndex, status
+
+    path, texts = corpus
+    out = tmp_path / "cli-shards"
+    assert main(["embed", str(path), "-o", str(out), "-m", spec, "--batch-size", "100", "--no-progress",
+                 "--ray"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == len(texts)
+    ids, got = _by_id(out)
+    assert sorted(ids) == sorted(texts)
+    np.testing.assert_array_equal(np.stack([got[i] for i in texts]), np.stack([single_process[i] for i in texts]))
+
+    root = tmp_path / "index"
+    ids = list(texts)
+    VersionedIndex.build(root, spec, [texts[i] for i in ids], ids, cache=None)
+    assert main(["migrate", "start", str(root), "-m", spec, "--dim", "64", "--cache", "none", "--batch-size", "64",
+                 "--no-progress", "--ray"]) == 0
+    st = status(root)
+    assert st["migration"]["state"] == "ready" and st["documents_v2"] == st["documents_v1"] == len(texts)
+    vi = VersionedIndex(root, cache=None)
+    assert set(vi.open("v2").ids) == set(ids)
+    assert not (root / "versions" / "v2" / "ray-shards").exists()  # the scratch shards are gone
+    hits = [vi.search(texts[i], k=1, version="v2")[0][0] for i in ids[:20]]
+    assert sum(h == i for h, i in zip(hits, ids[:20], strict=True)) >= 18  # each document finds itself
+
+
+@pytest.mark.slow
+@needs_ray
 def test_worker_killed_mid_job_loses_and_doubles_nothing(cluster, corpus, spec, redis, single_process, tmp_path):
     """Runs last: it leaves the cluster one worker short. A worker node is SIGKILLed (raylet, object store and
     actor) as soon as its actors have written a few shards (Ray runs ahead of the driver, so the kill is timed
