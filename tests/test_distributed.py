@@ -8,7 +8,9 @@ worker node killed mid-job leaves every id in exactly one committed shard.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import sys
@@ -33,6 +35,17 @@ def test_without_ray_the_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed
     with pytest.raises(MissingExtraError, match=r'pip install "embedopt\[ray\]"'):
         connect()
+
+
+def test_unknown_options_are_refused_before_any_work(tmp_path):
+    from embedopt.distributed import embed_files, migrate
+    from embedopt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['wokers'\]; valid ones: .*'workers'"):
+        embed_files(tmp_path / "corpus.jsonl", tmp_path / "out", wokers=2)
+    with pytest.raises(ConfigError, match="unknown option"):
+        migrate(tmp_path / "idx", "minilm", batchsize=4)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "idx").exists()
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +103,18 @@ def single_process(spec: str, corpus) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def first_run(cluster, redis, corpus, spec, tmp_path_factory):
-    from embedopt.distributed import embed_files
+    """`embedopt embed corpus.jsonl -o DIR ... --ray` (Ray is initialized here, so it joins this cluster)."""
+    from embedopt.cli import main
+    from embedopt.distributed import DistributedReport
 
     path, _ = corpus
     out = tmp_path_factory.mktemp("first") / "shards"
-    report = embed_files(path, out, model=spec, cache=f"memory,{redis.url}", workers=2, batch_size=50,
-                         progress=False)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["embed", str(path), "-o", str(out), "-m", spec, "--cache", f"memory,{redis.url}",
+                     "--workers", "2", "--batch-size", "50", "--no-progress", "--ray"]) == 0
+    fields = json.loads(printed.getvalue())
+    report = DistributedReport(**{k: v for k, v in fields.items() if k not in ("docs_per_second", "cache_hit_rate")})
     return out, report
 
 
@@ -109,6 +128,7 @@ def _by_id(out: Path) -> tuple[list[str], dict[str, np.ndarray]]:
 @pytest.mark.slow
 @needs_ray
 def test_shards_equal_the_single_process_path(first_run, corpus, single_process):
+    """The first run is the CLI's: `embedopt embed ... --ray`."""
     out, report = first_run
     ids, got = _by_id(out)
     assert sorted(ids) == sorted(corpus[1])  # every id, once
@@ -156,21 +176,12 @@ def test_an_output_of_another_layout_is_refused(first_run, corpus, spec, redis):
 
 @pytest.mark.slow
 @needs_ray
-def test_cli_embed_and_migrate_start_on_ray(cluster, corpus, spec, single_process, tmp_path, capsys):
-    """`embedopt embed ... --ray` and `embedopt migrate start ... --ray` (Ray is already initialized here, so
-    both join this cluster)."""
+def test_migrate_start_on_ray(cluster, corpus, spec, tmp_path):
+    """`embedopt migrate start ... --ray`: the backfill of a versioned index on the cluster."""
     from embedopt.cli import main
     from embedopt.versioning import VersionedIndex, status
 
-    path, texts = corpus
-    out = tmp_path / "cli-shards"
-    assert main(["embed", str(path), "-o", str(out), "-m", spec, "--batch-size", "100", "--no-progress",
-                 "--ray"]) == 0
-    assert json.loads(capsys.readouterr().out)["rows"] == len(texts)
-    ids, got = _by_id(out)
-    assert sorted(ids) == sorted(texts)
-    np.testing.assert_array_equal(np.stack([got[i] for i in texts]), np.stack([single_process[i] for i in texts]))
-
+    _, texts = corpus
     root = tmp_path / "index"
     ids = list(texts)
     VersionedIndex.build(root, spec, [texts[i] for i in ids], ids, cache=None)

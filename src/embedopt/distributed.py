@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -63,14 +64,17 @@ def _ray_data() -> Any:
 
 def connect(address: str | None = None) -> None:
     """Join the Ray cluster at ``address`` (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``), or with ``None``
-    the one ``RAY_ADDRESS`` or a local ``ray start`` names, else start a local one. Nothing happens when Ray is
-    already initialized in this process (a pipeline of your own)."""
+    the one ``RAY_ADDRESS`` or a local ``ray start`` names, else start a local one; Ray Data's own progress
+    output is turned down (embedopt reports progress). Nothing happens when Ray is already initialized in this
+    process (a pipeline of your own)."""
     ray = _ray()
     if ray.is_initialized():
         return
     ray.init(address=address or None, logging_level="WARNING", log_to_driver=False)
     ctx = _ray_data().DataContext.get_current()
-    ctx.enable_progress_bars = False  # embedopt reports progress itself, one line per shard at most
+    ctx.enable_progress_bars = False  # embedopt reports progress itself (a bar with the cache hit rate)
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # Ray Data's per-operator progress lines
 
 
 # ------------------------------------------------------------------------------------------------- shards
@@ -133,6 +137,14 @@ def _read_shard(folder: Path, name: str) -> tuple[list[str], np.ndarray]:
         return [str(i) for i in table.column("id").to_pylist()], vectors
     ids = json.loads((folder / name.replace(".npy", ".ids.json")).read_text())
     return [str(i) for i in ids], np.load(folder / name, allow_pickle=False)
+
+
+def _read_ids(folder: Path, name: str) -> list[str]:
+    if name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        return [str(i) for i in pq.read_table(folder / name, columns=["id"]).column("id").to_pylist()]
+    return [str(i) for i in json.loads((folder / name.replace(".npy", ".ids.json")).read_text())]
 
 
 def _manifest(folder: Path) -> list[dict[str, Any]]:
@@ -240,6 +252,10 @@ class EmbedShards(Embed):
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
         ids = [str(i) for i in batch["id"]]
+        if not ids:  # every row of this batch was done already
+            return {"shard": np.array([""]), "file": np.array([""]), "rows": np.array([0]),
+                    "computed": np.array([0]), "cache_hits": np.array([0]), "seconds": np.array([0.0]),
+                    "worker": np.array([self.worker])}
         before = (self.embedder.stats.computed, self.embedder.stats.cache_hits)
         vectors = self._embed(list(batch["text"]))
         key = shard_key(ids)
@@ -373,6 +389,11 @@ def run(dataset: Any, output: str | os.PathLike[str], *, model: str, id_field: s
     rd = _ray_data()
     if not ray.is_initialized():
         raise ConfigError("Ray is not initialized; call embedopt.distributed.connect(address) first")
+    cpus = float(ray.cluster_resources().get("CPU", 0))
+    if workers * num_cpus >= cpus:
+        raise ConfigError(f"{workers} workers x {num_cpus} CPUs would take all {cpus:g} CPUs of the cluster and leave "
+                          "none to read the input (the job would wait forever); use fewer workers or a smaller "
+                          "num_cpus (--workers, --cpus-per-worker)")
     settings = _Settings(model, input_type, cache, dim, precision, normalize, calibration_path,
                          dict(provider_options or {}))
     fp = settings.embedder().fingerprint(settings.input_type)  # the spec checked, and the space named, before any work
@@ -383,7 +404,7 @@ def run(dataset: Any, output: str | os.PathLike[str], *, model: str, id_field: s
         raise ConfigError(f"{folder} already holds {len(committed)} shards; resume=True to continue that job, or "
                           "write to a new folder")
     _check_job(folder, {"fingerprint": fp.id, "dim": dim, "precision": precision, "format": format})
-    done_ids = [i for e in committed for i in _read_shard(folder, e["file"])[0]]
+    done_ids = [i for e in committed for i in _read_ids(folder, e["file"])]
     report = DistributedReport(str(folder), resumed=len(done_ids))
     done: Any = None
     if done_ids:
@@ -470,6 +491,15 @@ def _read(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> A
     raise ConfigError(f"input must be .jsonl or .parquet files (one kind at a time), got {sorted(suffixes)}")
 
 
+def _check_options(options: Mapping[str, Any], *, exclude: Sequence[str]) -> None:
+    import inspect
+
+    valid = sorted(set(inspect.signature(run).parameters) - set(exclude))
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {unknown}; valid ones: {valid}")
+
+
 def embed_files(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], output: str | os.PathLike[str],
                 *, model: str = "minilm", address: str | None = None, store: Any = None,
                 **options: Any) -> DistributedReport:
@@ -477,16 +507,17 @@ def embed_files(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
     for ``options``), joining the cluster at ``address`` first (:func:`connect`). With ``store`` (a
     :class:`~embedopt.stores.QuantizedIndex`, :class:`~embedopt.stores.QdrantStore`, ...), each committed
     shard's vectors are also added to it from the driver, under their ids."""
-    for name in ("on_shard",):
-        if name in options and store is not None:
-            raise ConfigError("pass either store= or on_shard=, not both")
+    _check_options(options, exclude=("dataset", "output", "model"))
+    if "on_shard" in options and store is not None:
+        raise ConfigError("pass either store= or on_shard=, not both")
     connect(address)
     if store is not None:
         options["on_shard"] = lambda info, ids, vectors: store.add(ids, vectors)
-    try:
-        return run(_read(paths), output, model=model, **options)
-    except TypeError as exc:
-        raise ConfigError(f"unknown option for embed_files: {exc}") from exc
+    return run(_read(paths), output, model=model, **options)
+
+
+#: run() options a backfill sets itself (from the migration's version), so a caller may not
+_BACKFILL_FIXED = ("dataset", "output", "model", "dim", "cache", "input_type", "on_shard")
 
 
 def migrate(root: str | os.PathLike[str], model: str, *, dim: int | None = None, **options: Any) -> dict[str, Any]:
@@ -494,6 +525,8 @@ def migrate(root: str | os.PathLike[str], model: str, *, dim: int | None = None,
     :func:`embedopt.versioning.start` does), then run its backfill on the Ray cluster (:func:`backfill`)."""
     from . import versioning as v
 
+    _check_options({k: o for k, o in options.items() if k not in ("address", "cache", "save_every")},
+                   exclude=_BACKFILL_FIXED)  # a typo is refused before the new version is created
     v._begin(root, model, dim)
     return backfill(root, **options)
 
@@ -509,6 +542,7 @@ def backfill(root: str | os.PathLike[str], *, address: str | None = None, cache:
     """
     from . import versioning as v
 
+    _check_options(options, exclude=_BACKFILL_FIXED)
     vi = v.VersionedIndex(root, cache=cache)
     m = v.migration(root)
     if m is None or m["state"] != "backfilling":
