@@ -153,14 +153,26 @@ def test_rerun_after_completion_computes_nothing(first_run, corpus, spec, redis,
     assert (again.rows, again.computed, again.shards, again.resumed) == (0, 0, 0, len(texts))
     assert (out / "manifest.jsonl").read_text() == manifest  # nothing written again
 
-    # A new output over the same shared Redis: every vector comes from the cache, none from the model.
+    # A new output over the same shared Redis: every vector comes from the cache, none from the model; the
+    # driver also fills a Qdrant store (qdrant-client's local mode) from the committed shards.
+    store = None
+    if importlib.util.find_spec("qdrant_client") is not None:
+        from embedopt import Embedder
+        from embedopt.stores import QdrantStore
+
+        store = QdrantStore(Embedder.from_spec(spec).fingerprint("document"), collection="docs", quantization="none")
     fresh = embed_files(path, tmp_path / "again", model=spec, cache=f"memory,{redis.url}", workers=2,
-                        batch_size=80, format="npy", progress=False)
+                        batch_size=80, format="npy", progress=False, store=store)
     assert (fresh.rows, fresh.computed, fresh.cache_hits) == (len(texts), 0, len(texts))
     ids, got = _by_id(tmp_path / "again")
     assert sorted(ids) == sorted(texts)
     for i, vec in _by_id(out)[1].items():
         np.testing.assert_array_equal(got[i], vec)
+    if store is not None:
+        assert len(store) == len(texts)
+        some = sorted(texts)[:5]
+        found = store.search(np.stack([got[i] for i in some]), k=1)
+        assert [row[0] for row in found.ids] == some
 
 
 @pytest.mark.slow
