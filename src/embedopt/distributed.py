@@ -29,7 +29,7 @@ import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -396,7 +396,8 @@ def run(dataset: Any, output: str | os.PathLike[str], *, model: str, id_field: s
                           "num_cpus (--workers, --cpus-per-worker)")
     settings = _Settings(model, input_type, cache, dim, precision, normalize, calibration_path,
                          dict(provider_options or {}))
-    fp = settings.embedder().fingerprint(settings.input_type)  # the spec checked, and the space named, before any work
+    # the spec checked and the space named before any work (no cache opened on the driver: the actors use it)
+    fp = replace(settings, cache=None).embedder().fingerprint(settings.input_type)
     folder = Path(output)
     folder.mkdir(parents=True, exist_ok=True)
     committed = _manifest(folder)
