@@ -31,6 +31,7 @@ PAGES = ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "d
 #: Blocks marked ``<!-- not run: ... -->``, per page; every other page has none.
 NOT_RUN: dict[str, int] = {
     "docs/architecture.md": 1,  # a line of tests/contracts/test_providers.py, not a program
+    "docs/distributed.md": 2,  # a Ray cluster (tests/test_distributed.py runs the same calls on a real one)
     "docs/langchain.md": 2,  # API keys; a trained cross-encoder
     "docs/llamaindex.md": 1,  # a trained cross-encoder
     "docs/providers.md": 2,  # API keys; an OpenAI-compatible server

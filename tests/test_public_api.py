@@ -24,6 +24,8 @@ PUBLIC: dict[str, list[str]] = {
     "embedopt.config": ["EmbedderFields"],
     "embedopt.costs": ["Budget", "BudgetStore", "CostLedger", "MemoryBudgetStore", "Reservation", "RouteTotals",
                        "estimate"],
+    "embedopt.distributed": ["DistributedReport", "Embed", "EmbedShards", "ShardInfo", "backfill", "connect",
+                             "embed_files", "migrate", "read_shards", "run", "shard_key"],
     "embedopt.drift": ["DriftAlert", "DriftMonitor"],
     "embedopt.errors": ["BudgetExceededError", "CacheError", "CalibrationError", "ConfigError", "CorruptEntry",
                         "DimensionError", "EmbedOptError", "IndexCorruptError", "InputError", "MissingExtraError",

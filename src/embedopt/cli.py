@@ -126,7 +126,34 @@ def _read_texts(source: str, field: str) -> tuple[list[str], list[Any]]:
     return texts, ids
 
 
+def _add_ray_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run on a Ray cluster (pip install \"embedopt[ray]\"): ADDRESS (auto, HOST:6379, ray://HOST:10001), "
+                        "or none for $RAY_ADDRESS / a local `ray start` / a new local cluster")
+    p.add_argument("--workers", type=int, default=2, help="--ray: embedding actors (default 2)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="--ray: CPUs each actor takes (default 1)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="--ray: GPUs each actor takes (default 0)")
+
+
+def _ray_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"address": args.ray or None, "workers": args.workers, "num_cpus": args.cpus_per_worker,
+            "num_gpus": args.gpus_per_worker, "progress": not args.no_progress}
+
+
+def _cmd_embed_ray(args: argparse.Namespace) -> int:
+    from .distributed import embed_files
+
+    report = embed_files(args.input, args.output, model=args.model, input_type=args.input_type, dim=args.dim,
+                         precision=args.precision, normalize=not args.no_normalize, cache=args.cache or None,
+                         calibration_path=args.calibration, format=args.shard_format, text_field=args.field,
+                         id_field=args.id_field, batch_size=args.batch_size, **_ray_options(args))
+    print(json.dumps(report.to_dict(), indent=2))
+    return 0
+
+
 def _cmd_embed(args: argparse.Namespace) -> int:
+    if args.ray is not None:
+        return _cmd_embed_ray(args)
     out = _output_file(args.output, "--output", (".npy", ".jsonl"))
     texts, ids = _read_texts(args.input, args.field)
     embedder = _embedder(args.model, dim=args.dim, precision=args.precision, normalize=not args.no_normalize,
@@ -304,6 +331,11 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     cache = None if args.cache == "none" else args.cache
     if args.action == "plan":
         result = v.plan(args.root, args.model, dim=args.dim)
+    elif args.action == "start" and args.ray is not None:
+        from .distributed import migrate
+
+        result = migrate(args.root, args.model, dim=args.dim, cache=cache, batch_size=args.batch_size,
+                         **_ray_options(args))
     elif args.action == "start":
         result = v.start(args.root, args.model, dim=args.dim, batch_size=args.batch_size, cache=cache,
                          show_progress=not args.no_progress)
@@ -533,9 +565,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="embedopt", description="Cheap, fast, safe-to-change embeddings.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("embed", help="embed a file (or stdin) into .npy or .jsonl")
+    p = sub.add_parser("embed", help="embed a file (or stdin) into .npy or .jsonl; with --ray, jsonl/parquet files "
+                       "into a folder of shards on a Ray cluster")
     p.add_argument("input", nargs="?", default="-", help="a .jsonl file, a text file (one text a line), or - for stdin")
-    p.add_argument("-o", "--output", required=True, help="where to write: .npy (array) or .jsonl (id + vector)")
+    p.add_argument("-o", "--output", required=True, help="where to write: .npy (array) or .jsonl (id + vector); "
+                   "with --ray, a folder of shards")
     p.add_argument("-m", "--model", default="minilm", help=_MODEL_HELP)
     p.add_argument("--input-type", choices=("document", "query"), default="document")
     p.add_argument("--dim", type=int, default=None, help="Matryoshka dimension (default: native)")
@@ -545,6 +579,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-normalize", action="store_true", help="keep the model's raw vector lengths")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--cache", default=os.environ.get("EMBEDOPT_CACHE"), help=_CACHE_HELP + " (default: none)")
+    _add_ray_options(p)
+    p.add_argument("--shard-format", choices=("parquet", "npy"), default="parquet",
+                   help="--ray: -o is a folder of shards in this format (default parquet)")
+    p.add_argument("--id-field", default=None, help="--ray: the id column (default: _id or id)")
+    p.add_argument("--batch-size", type=int, default=512, help="--ray: rows per actor call, and per shard")
     p.set_defaults(func=_cmd_embed)
 
     p = sub.add_parser("distill", help="distil a static model2vec model from a sentence-transformers model")
@@ -640,6 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=int, default=200, help="shadow: how many of its queries")
     p.add_argument("--force", action="store_true", help="cutover before the backfill is complete")
     p.add_argument("--no-progress", action="store_true")
+    _add_ray_options(p)
     p.set_defaults(func=_cmd_migrate)
 
     p = sub.add_parser("train-reranker", help="train a cross-encoder from MiniLM's weights on a BEIR-format dataset "

@@ -206,7 +206,14 @@ def start(root: str | os.PathLike[str], model: str, *, dim: int | None = None, b
           cache: str | None = "memory,sqlite", show_progress: bool = True,
           after_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Begin (or resume) the migration to ``model``: create the new version, then backfill it."""
-    vi = VersionedIndex(root, cache=cache)
+    _begin(root, model, dim)
+    return backfill(root, batch_size=batch_size, cache=cache, show_progress=show_progress, after_batch=after_batch)
+
+
+def _begin(root: str | os.PathLike[str], model: str, dim: int | None) -> dict[str, Any]:
+    """Create the migration's new version (or find the one in progress): the first half of :func:`start`, shared
+    with the backfill on a Ray cluster (``embedopt.distributed``)."""
+    vi = VersionedIndex(root, cache=None)
     m = migration(root)
     if m is None or m["state"] in ("cutover", "rolled_back", "done"):
         name = _next_version(vi)
@@ -215,7 +222,7 @@ def start(root: str | os.PathLike[str], model: str, *, dim: int | None = None, b
         _write_json(vi.root / "migration.json", m)
     elif m["model"] != model:
         raise ConfigError(f"a migration to {m['model']} ({m['to']}) is in progress; finish or roll it back first")
-    return backfill(root, batch_size=batch_size, cache=cache, show_progress=show_progress, after_batch=after_batch)
+    return m
 
 
 def backfill(root: str | os.PathLike[str], *, batch_size: int = 256, cache: str | None = "memory,sqlite",
