@@ -64,7 +64,7 @@ def test_corrupt_or_wrong_dim_entry_is_recomputed_and_overwritten(minilm, tmp_pa
     keys = [cache_key(e.fingerprint("document"), t) for t in texts]
     with sqlite3.connect(sqlite.path) as db:
         db.execute("UPDATE vectors SET value = substr(value, 1, 20) WHERE key = ?", (keys[0],))
-        db.execute("UPDATE vectors SET value = ? WHERE key = ?", (encode_vector(np.ones(16, np.float32)), keys[1]))
+        db.execute("UPDATE vectors SET value = ? WHERE key = ?", (encode_vector(np.ones(16, np.float32), key=keys[1]), keys[1]))
     again = e.embed_documents(texts)
     np.testing.assert_allclose(again, first, atol=1e-5)
     assert e.stats.computed == 4 and e.stats.cache_hits == 0
