@@ -197,6 +197,11 @@ def sqlite_chaos(model_dir: Path, static: StaticProvider, pool: list[str], refer
     wrote is read back and checked."""
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "vectors.sqlite3")
+        # spawned workers re-import this script, which needs bench/_common; _common took bench/ off the path (so
+        # bench/qdrant_edge.py never shadows the package), and the workers inherit that path: put it back, last
+        here = str(Path(__file__).resolve().parent)
+        if here not in sys.path:
+            sys.path.append(here)
         with mp.get_context("spawn").Pool(4) as workers:
             parts = workers.map(_sqlite_worker, [(str(model_dir), path, s, pool, seconds) for s in range(4)])
         written = sorted(set().union(*(p["written"] for p in parts)))
