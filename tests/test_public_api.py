@@ -36,6 +36,7 @@ PUBLIC: dict[str, list[str]] = {
     "embedopt.quantization": ["MIN_CALIBRATION_SAMPLES", "Calibration", "Precision", "bytes_per_vector", "dequantize",
                               "float_int8_scores", "hamming_distances", "int8_scores", "quantize"],
     "embedopt.rerank": ["CrossEncoderReranker", "RerankResult", "Reranker", "VoyageReranker"],
+    "embedopt.hybrid": ["LEXICAL_FOLDER", "HybridStore"],
     "embedopt.retrieval": ["Hit", "RetrievalResult", "Retriever", "mmr", "mmr_store", "search_store"],
     "embedopt.router": ["POLICIES", "Route", "Router"],
     "embedopt.semantic_cache": ["DEFAULT_THRESHOLD", "MemorySemanticBackend", "RedisSemanticBackend",
