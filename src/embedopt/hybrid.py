@@ -60,6 +60,8 @@ class HybridStore:
         if lexical is not None and not isinstance(lexical, LexicalIndex):
             raise ConfigError(f"lexical must be a LexicalIndex, got {type(lexical).__name__}")
         self.store = store
+        self.fingerprint: Fingerprint = store.fingerprint
+        self.dim: int = store.dim
         self.lexical = lexical if lexical is not None else LexicalIndex()
         self.text_key = text_key
         if len(self.lexical) and len(self.lexical) != len(store):
@@ -67,14 +69,6 @@ class HybridStore:
                               "were not saved together. Rebuild the lexical index with HybridStore.rebuild_lexical()")
 
     # ------------------------------------------------------------------------------------------- describe
-    @property
-    def fingerprint(self) -> Fingerprint:
-        return self.store.fingerprint
-
-    @property
-    def dim(self) -> int:
-        return self.store.dim
-
     def __len__(self) -> int:
         return len(self.store)
 

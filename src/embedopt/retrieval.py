@@ -28,7 +28,7 @@ from .rerank.base import Reranker, RerankResult
 from .stores.base import Rescore, SearchResult, VectorStore
 from .stores.filters import Filter
 
-__all__ = ["Hit", "RetrievalResult", "Retriever", "mmr", "mmr_store", "search_store"]
+__all__ = ["Hit", "RetrievalResult", "Retriever", "hybrid_hits", "mmr", "mmr_store", "search_hybrid", "search_store"]
 
 _UNSET: Any = object()  # "the retriever's own setting", where None means something else
 Sides = list[dict[str, tuple[float | None, float | None]]]
@@ -209,35 +209,8 @@ class Retriever:
         assert isinstance(store, HybridStore)
         want = self._want(k)
         depth = max(want, self.fusion_candidates)
-        t0 = time.perf_counter()
-        dense = store.search(vectors, depth, oversample=max(1.0, self.oversample * k / depth), rescore=self.rescore,
-                             where=where)
-        t1 = time.perf_counter()
-        lexical: LexicalResult = store.search_lexical(queries, depth, where=where)
-        t2 = time.perf_counter()
-        known: dict[str, dict[str, Any]] = {}
-        if dense.payloads is not None:
-            for ids, payloads in zip(dense.ids, dense.payloads, strict=True):
-                known.update(zip(ids, payloads, strict=True))
-        fused_ids: list[list[str]] = []
-        fused_scores: list[np.ndarray] = []
-        sides: Sides = []
-        for n in range(len(queries)):
-            d, lx = Ranking.from_result(dense, n), Ranking.from_result(lexical, n)
-            fused = fusion.fuse(d, lx, want)
-            d_of = dict(zip(d.ids, d.scores.tolist(), strict=True))
-            l_of = dict(zip(lx.ids, lx.scores.tolist(), strict=True))
-            fused_ids.append(fused.ids)
-            fused_scores.append(fused.scores.astype(np.float32))
-            sides.append({i: (d_of.get(i), l_of.get(i)) for i in fused.ids})
-        t3 = time.perf_counter()
-        missing = list(dict.fromkeys(i for ids in fused_ids for i in ids if i not in known))
-        if missing:
-            known.update(zip(missing, store.get_payloads(missing), strict=True))
-        payloads = [[known.get(i, {}) for i in ids] for ids in fused_ids]
-        timings = {**dense.timings_ms, "dense": (t1 - t0) * 1e3, "lexical": (t2 - t1) * 1e3,
-                   "fusion": (t3 - t2) * 1e3}
-        return SearchResult(fused_ids, fused_scores, depth, timings, payloads), sides
+        return search_hybrid(store, vectors, queries, want, fusion, where=where, dense_k=depth, lexical_k=depth,
+                             oversample=max(1.0, self.oversample * k / depth), rescore=self.rescore)
 
     def _search(self, vectors: np.ndarray, k: int, where: Filter | None = None) -> SearchResult:
         want = self._want(k)
@@ -350,6 +323,53 @@ class Retriever:
         k = self.k if k is None else self._check_k(k)
         return mmr_store(self.store, vector, k, fetch_k=fetch_k, lambda_mult=lambda_mult, where=where,
                          oversample=self.oversample, rescore=self.rescore, text_key=self.text_key)
+
+
+def search_hybrid(store: HybridStore, vectors: Any, queries: Sequence[str], k: int, fusion: str | Fusion, *,
+                  where: Filter | None = None, dense_k: int | None = None, lexical_k: int | None = None,
+                  oversample: float = 4.0, rescore: Rescore = "int8") -> tuple[SearchResult, Sides]:
+    """Both sides of a hybrid store searched for the same queries (``vectors`` embedded from ``queries``), under
+    the same filter, and fused: per query the best ``k`` fused ids, fused scores and payloads, and each id's
+    (vector score, BM25 score). Each side returns its best ``dense_k`` / ``lexical_k`` (default ``k``)."""
+    how = parse_fusion(fusion)
+    if not isinstance(store, HybridStore):
+        raise ConfigError("hybrid search needs a HybridStore (embedopt.hybrid): a lexical index beside the vectors")
+    t0 = time.perf_counter()
+    dense = store.search(np.asarray(vectors, dtype=np.float32), dense_k or k, oversample=oversample, rescore=rescore,
+                         where=where)
+    t1 = time.perf_counter()
+    lexical: LexicalResult = store.search_lexical(list(queries), lexical_k or k, where=where)
+    t2 = time.perf_counter()
+    if len(dense.ids) != len(lexical.ids):
+        raise InputError(f"{len(dense.ids)} query vectors and {len(lexical.ids)} query texts: give one of each")
+    known: dict[str, dict[str, Any]] = {}
+    if dense.payloads is not None:
+        for ids, found in zip(dense.ids, dense.payloads, strict=True):
+            known.update(zip(ids, found, strict=True))
+    fused_ids: list[list[str]] = []
+    fused_scores: list[np.ndarray] = []
+    sides: Sides = []
+    for n in range(len(dense.ids)):
+        d, lx = Ranking.from_result(dense, n), Ranking.from_result(lexical, n)
+        fused = how.fuse(d, lx, k)
+        d_of = dict(zip(d.ids, d.scores.tolist(), strict=True))
+        l_of = dict(zip(lx.ids, lx.scores.tolist(), strict=True))
+        fused_ids.append(fused.ids)
+        fused_scores.append(fused.scores.astype(np.float32))
+        sides.append({i: (d_of.get(i), l_of.get(i)) for i in fused.ids})
+    t3 = time.perf_counter()
+    missing = list(dict.fromkeys(i for ids in fused_ids for i in ids if i not in known))
+    if missing:
+        known.update(zip(missing, store.get_payloads(missing), strict=True))
+    payloads = [[known.get(i, {}) for i in ids] for ids in fused_ids]
+    timings = {**dense.timings_ms, "dense": (t1 - t0) * 1e3, "lexical": (t2 - t1) * 1e3, "fusion": (t3 - t2) * 1e3}
+    return SearchResult(fused_ids, fused_scores, max(dense_k or k, lexical_k or k), timings, payloads), sides
+
+
+def hybrid_hits(found: SearchResult, sides: Sides, n: int = 0, *, text_key: str = "text") -> list[Hit]:
+    """Query ``n`` of :func:`search_hybrid` as hits (the fused score, and each side's)."""
+    return [Hit(i, float(s), sides[n][i][0], None, p, p.get(text_key), sides[n][i][1], float(s))
+            for i, s, p in zip(found.ids[n], found.scores[n], found.payloads[n] if found.payloads else [], strict=True)]
 
 
 def search_store(store: VectorStore, vector: Any, k: int, *, where: Filter | None = None, oversample: float = 4.0,
