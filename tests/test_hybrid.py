@@ -169,3 +169,38 @@ def test_lexical_index_settings_are_kept(embedder, sample, tmp_path):
     assert loaded.lexical.rebuild_fraction is None
     q = sample.query_texts()[0]
     assert np.allclose(loaded.search_lexical(q, 10).scores[0], store.search_lexical(q, 10).scores[0])
+
+
+# ------------------------------------------------------------------------------------------- eval --fusion
+def test_eval_fusion_fits_on_one_part_and_scores_on_the_other(static_model_dir, sample, tmp_path):
+    """The weight is never fit on the queries it is scored on: relabelling the test queries changes the scores
+    but not the weight, and the CLI's JSON lists two disjoint parts."""
+    import dataclasses
+    import json
+
+    from embedopt.cli import main
+    from embedopt.fusion import split_queries
+    from embedopt.tools.hybrid import run_fusion_eval
+
+    out = tmp_path / "fusion.json"
+    assert main(["eval", str(SAMPLE), "--fusion", "--models", f"static:{static_model_dir}", "--cache", "memory",
+                 "-o", str(out), "--no-progress"]) == 0
+    report = json.loads(out.read_text())
+    fit, test = report["fit_queries"], report["test_queries"]
+    labelled = [q for q in sample.query_ids if any(v > 0 for v in sample.qrels.get(q, {}).values())]
+    assert not set(fit) & set(test) and sorted(fit + test) == sorted(labelled)
+    assert (fit, test) == tuple(split_queries(labelled))
+    assert set(report["rows"]) == {"bm25", "dense", "rrf", "dbsf", "convex"}
+    assert report["fusion_spec"] == f"convex:{report['alpha']:g}"
+    assert all(0 <= r["ndcg@10"] <= 1 for r in report["rows"].values())
+
+    # relabel every test query with a document it is not about: the weight and the fit curve stay, scores move
+    rng = np.random.default_rng(0)
+    wrong = {q: {sample.doc_ids[int(rng.integers(len(sample.doc_ids)))]: 1} for q in test}
+    relabelled = dataclasses.replace(sample, qrels={**sample.qrels, **wrong})
+    model = f"static:{static_model_dir}"
+    a = run_fusion_eval(sample, model=model, cache="memory", show_progress=False)
+    b = run_fusion_eval(relabelled, model=model, cache="memory", show_progress=False)
+    assert (a.alpha, a.fit_curve, a.fit_queries) == (b.alpha, b.fit_curve, b.fit_queries) == (
+        report["alpha"], report["fit_curve"], fit)
+    assert a.rows != b.rows and b.rows["bm25"]["ndcg@10"] < a.rows["bm25"]["ndcg@10"]
