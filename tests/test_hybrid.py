@@ -204,3 +204,53 @@ def test_eval_fusion_fits_on_one_part_and_scores_on_the_other(static_model_dir, 
     assert (a.alpha, a.fit_curve, a.fit_queries) == (b.alpha, b.fit_curve, b.fit_queries) == (
         report["alpha"], report["fit_curve"], fit)
     assert a.rows != b.rows and b.rows["bm25"]["ndcg@10"] < a.rows["bm25"]["ndcg@10"]
+
+
+# ------------------------------------------------------------------------------------------- Qdrant sparse
+@pytest.fixture
+def qdrant_hybrid(embedder, sample):
+    pytest.importorskip("qdrant_client")
+    from embedopt.stores import QdrantStore
+
+    store = QdrantStore(embedder.fingerprint("document"), collection="docs", sparse=True, quantization="none")
+    retriever = Retriever(embedder, store, k=5, fusion="rrf")
+    retriever.add_texts(sample.doc_texts(), ids=sample.doc_ids,
+                        metadatas=[{"section": _section(i)} for i in sample.doc_ids])
+    return retriever
+
+
+def test_qdrant_sparse_bm25_with_idf_fused_server_side_under_one_filter(qdrant_hybrid, sample):
+    store = qdrant_hybrid.store
+    docs = sample.doc_texts()
+    for n in (3, 17, 40):  # a document's own text finds it first: the sparse vectors hold the embedded text
+        assert store.search_lexical(docs[n], 1).ids[0] == [sample.doc_ids[n]]
+    query = sample.query_texts()[0]
+    vector = qdrant_hybrid.embedder.embed([query], "query")
+    dense, lexical = store.search(vector, 30), store.search_lexical(query, 30)
+    fused = store.search_fused(vector, [query], 10, fusion="rrf", candidates=30)
+    client_side = rrf([Ranking.from_result(dense), Ranking.from_result(lexical)], limit=10)
+    assert fused.ids[0][:5] == client_side.ids[:5]
+    assert set(fused.ids[0]) <= set(dense.ids[0]) | set(lexical.ids[0])
+    where = {"section": "1"}
+    for how in ("rrf", "dbsf"):
+        hits = store.search_fused(vector, [query], 8, fusion=how, where=where)
+        assert len(hits.ids[0]) == 8 and all(p["section"] == "1" for p in hits.payloads[0])
+    assert all(p["section"] == "1" for p in store.search_lexical(query, 8, where=where).payloads[0])
+    with pytest.raises(ConfigError, match="client-side"):
+        store.search_fused(vector, [query], 5, fusion="convex:0.5")
+    # the Retriever fuses a sparse Qdrant store client-side, any fusion, with the filter on both sides
+    result = qdrant_hybrid.retrieve(query, 5, where=where, fusion="convex:0.5")
+    assert len(result.hits) == 5 and all(h.payload["section"] == "1" for h in result.hits)
+    assert any(h.lexical_score is not None for h in result.hits)
+
+
+def test_qdrant_sparse_refuses_text_less_points_and_other_settings(qdrant_hybrid, embedder, sample):
+    from embedopt.stores import QdrantStore
+
+    store = qdrant_hybrid.store
+    with pytest.raises(InputError, match="sparse"):
+        store.add(["x"], embedder.embed_documents(["x"]), [{"section": "1"}])
+    assert "x" not in [r.id for r in store.get(["x"])]
+    with pytest.raises(ConfigError, match="sparse"):
+        QdrantStore(embedder.fingerprint("document"), collection="docs", client=store.client, quantization="none",
+                    activate=False)

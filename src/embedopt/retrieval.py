@@ -127,8 +127,9 @@ class Retriever:
         self.rescore: Rescore = rescore
         self.rerank_candidates = rerank_candidates
         self.text_key = text_key
-        if isinstance(store, HybridStore) and store.text_key != text_key:
-            raise ConfigError(f"the hybrid store indexes payload[{store.text_key!r}], the retriever writes the text "
+        indexed = getattr(store, "text_key", text_key) if _has_lexical(store) else text_key
+        if indexed != text_key:
+            raise ConfigError(f"the hybrid store indexes payload[{indexed!r}], the retriever writes the text "
                               f"to payload[{text_key!r}]: give both the same text_key")
         self.fusion = self._check_fusion(fusion)
         if not isinstance(fusion_candidates, int) or isinstance(fusion_candidates, bool) or fusion_candidates < 1:
@@ -138,9 +139,10 @@ class Retriever:
     def _check_fusion(self, fusion: Any) -> Fusion | None:
         if fusion is None:
             return None
-        if not isinstance(self.store, HybridStore):
+        if not _has_lexical(self.store):
             raise ConfigError("fusion needs a lexical index beside the vectors: build the retriever on "
-                              "HybridStore(store) (embedopt.hybrid), or leave fusion=None")
+                              "HybridStore(store) (embedopt.hybrid) or QdrantStore(..., sparse=True), or leave "
+                              "fusion=None")
         return parse_fusion(fusion)
 
     @staticmethod
@@ -205,11 +207,9 @@ class Retriever:
 
     def _hybrid(self, queries: list[str], vectors: np.ndarray, k: int, where: Filter | None,
                 fusion: Fusion) -> tuple[SearchResult, Sides]:
-        store = self.store
-        assert isinstance(store, HybridStore)
         want = self._want(k)
         depth = max(want, self.fusion_candidates)
-        return search_hybrid(store, vectors, queries, want, fusion, where=where, dense_k=depth, lexical_k=depth,
+        return search_hybrid(self.store, vectors, queries, want, fusion, where=where, dense_k=depth, lexical_k=depth,
                              oversample=max(1.0, self.oversample * k / depth), rescore=self.rescore)
 
     def _search(self, vectors: np.ndarray, k: int, where: Filter | None = None) -> SearchResult:
@@ -325,20 +325,28 @@ class Retriever:
                          oversample=self.oversample, rescore=self.rescore, text_key=self.text_key)
 
 
-def search_hybrid(store: HybridStore, vectors: Any, queries: Sequence[str], k: int, fusion: str | Fusion, *,
+def _has_lexical(store: Any) -> bool:
+    """A HybridStore, or a store that keeps BM25 itself (QdrantStore with sparse=True)."""
+    return isinstance(store, HybridStore) or (callable(getattr(store, "search_lexical", None))
+                                              and bool(getattr(store, "sparse", False)))
+
+
+def search_hybrid(store: VectorStore, vectors: Any, queries: Sequence[str], k: int, fusion: str | Fusion, *,
                   where: Filter | None = None, dense_k: int | None = None, lexical_k: int | None = None,
                   oversample: float = 4.0, rescore: Rescore = "int8") -> tuple[SearchResult, Sides]:
     """Both sides of a hybrid store searched for the same queries (``vectors`` embedded from ``queries``), under
     the same filter, and fused: per query the best ``k`` fused ids, fused scores and payloads, and each id's
     (vector score, BM25 score). Each side returns its best ``dense_k`` / ``lexical_k`` (default ``k``)."""
     how = parse_fusion(fusion)
-    if not isinstance(store, HybridStore):
-        raise ConfigError("hybrid search needs a HybridStore (embedopt.hybrid): a lexical index beside the vectors")
+    if not _has_lexical(store):
+        raise ConfigError("hybrid search needs a HybridStore (embedopt.hybrid) or a QdrantStore with sparse=True: "
+                          "a lexical index beside the vectors")
     t0 = time.perf_counter()
     dense = store.search(np.asarray(vectors, dtype=np.float32), dense_k or k, oversample=oversample, rescore=rescore,
                          where=where)
     t1 = time.perf_counter()
-    lexical: LexicalResult = store.search_lexical(list(queries), lexical_k or k, where=where)
+    lexical: LexicalResult | SearchResult = store.search_lexical(  # type: ignore[attr-defined]
+        list(queries), lexical_k or k, where=where)
     t2 = time.perf_counter()
     if len(dense.ids) != len(lexical.ids):
         raise InputError(f"{len(dense.ids)} query vectors and {len(lexical.ids)} query texts: give one of each")
