@@ -254,3 +254,21 @@ def test_qdrant_sparse_refuses_text_less_points_and_other_settings(qdrant_hybrid
     with pytest.raises(ConfigError, match="sparse"):
         QdrantStore(embedder.fingerprint("document"), collection="docs", client=store.client, quantization="none",
                     activate=False)
+
+
+def test_edge_store_gets_hybrid_through_hybrid_store_and_reopens(embedder, sample, tmp_path):
+    pytest.importorskip("qdrant_edge")
+    from embedopt.stores import EdgeStore
+
+    store = HybridStore(EdgeStore(embedder.fingerprint("document"), tmp_path / "edge"))
+    retriever = Retriever(embedder, store, k=5, fusion="rrf")
+    retriever.add_texts(sample.doc_texts()[:120], ids=sample.doc_ids[:120],
+                        metadatas=[{"section": _section(i)} for i in sample.doc_ids[:120]])
+    queries = sample.query_texts()[:4]
+    before = [[h.id for h in r.hits] for r in retriever.retrieve_many(queries, 5, where={"section": "1"})]
+    assert all(_section(i) == "1" for ids in before for i in ids)
+    store.save(tmp_path / "edge")
+    store.close()
+    reopened = HybridStore.load(tmp_path / "edge", store=EdgeStore.open_live(tmp_path / "edge"))
+    again = Retriever(embedder, reopened, k=5, fusion="rrf")
+    assert [[h.id for h in r.hits] for r in again.retrieve_many(queries, 5, where={"section": "1"})] == before

@@ -132,6 +132,12 @@ class HybridStore:
         self.lexical.delete(self.lexical.ids)
         self.lexical.rebuild()
 
+    def close(self) -> None:
+        """Close the vector store when it holds files open (an EdgeStore); the lexical index holds none."""
+        close = getattr(self.store, "close", None)
+        if callable(close):
+            close()
+
     def rebuild_lexical(self, *, batch: int = 10_000) -> None:
         """Rebuild the lexical side from the texts the store's payloads hold (after an index was saved without
         it, or to change the tokenizer: set ``self.lexical`` to a new empty index first)."""
