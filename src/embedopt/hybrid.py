@@ -36,13 +36,6 @@ LEXICAL_FOLDER = "lexical"
 class HybridStore:
     """A vector store and a BM25 index over the same documents (same ids, same texts).
 
-    Args:
-        store: the vector store (any embedopt store); its ``add``/``delete``/``search`` keep working through this.
-        lexical: the BM25 index (default: a new :class:`~embedopt.lexical.LexicalIndex`, English stemming). Give
-            one that :meth:`~embedopt.lexical.LexicalIndex.load` opened to resume a saved index.
-        text_key: the payload field holding the text that was embedded (``"text"`` for the Retriever,
-            ``"page_content"`` for the LangChain store).
-
     .. code-block:: python
 
         store = HybridStore(QuantizedIndex(embedder.fingerprint("document")))
@@ -50,6 +43,13 @@ class HybridStore:
         retriever.add_texts(texts, ids=ids, metadatas=metas)
         retriever.retrieve("ls -la", where={"section": "1"})   # the filter applies to both sides
         store.save("./index")                                  # the vectors, and the BM25 index in ./index/lexical
+
+    Args:
+        store: the vector store (any embedopt store); its ``add``/``delete``/``search`` keep working through this.
+        lexical: the BM25 index (default: a new :class:`~embedopt.lexical.LexicalIndex`, English stemming). Give
+            one that :meth:`~embedopt.lexical.LexicalIndex.load` opened to resume a saved index.
+        text_key: the payload field holding the text that was embedded (``"text"`` for the Retriever,
+            ``"page_content"`` for the LangChain store).
     """
 
     def __init__(self, store: VectorStore, lexical: LexicalIndex | None = None, *, text_key: str = "text") -> None:
