@@ -191,3 +191,20 @@ def test_llamaindex_dense_store_refuses_hybrid_modes(embed_model):
     with pytest.raises(ConfigError, match="enable_hybrid"):
         store.query(VectorStoreQuery(query_embedding=[0.0] * 256, query_str="ls",
                                      mode=VectorStoreQueryMode.HYBRID))
+
+
+def test_langchain_hybrid_on_a_sparse_qdrant_store_keeps_bm25_in_qdrant(embedder, sample):
+    pytest.importorskip("qdrant_client")
+    from embedopt.stores import QdrantStore
+    from langchain_embedopt import EmbedOptVectorStore
+
+    qdrant = QdrantStore(embedder.fingerprint("document"), collection="lc", sparse=True, text_key="page_content",
+                         quantization="none")
+    vs = EmbedOptVectorStore(embedder, qdrant, retrieval_mode="hybrid")
+    assert vs.store is qdrant  # no second BM25 index beside it
+    vs.add_texts(sample.doc_texts()[:150], [{"section": _section(i)} for i in sample.doc_ids[:150]],
+                 ids=sample.doc_ids[:150])
+    query = sample.query_texts()[0]
+    docs = vs.similarity_search(query, k=5, filter={"section": "1"})
+    assert len(docs) == 5 and all(d.metadata["section"] == "1" for d in docs)
+    assert [d.id for d in vs.similarity_search(query, k=3, fusion="convex:0")] == qdrant.search_lexical(query, 3).ids[0]

@@ -62,7 +62,8 @@ class EmbedOptVectorStore(VectorStore):
     sides. Per call, ``fusion=`` overrides it (``fusion=None``: vectors only), also through
     ``as_retriever(search_kwargs={"fusion": "dbsf"})``; ``search(query, search_type="hybrid")`` fuses even in the
     default mode when the store keeps a lexical index. Scores are then the fused scores (RRF's are small; the
-    convex combination's lie in [0, 1]), and relevance scores are those, clipped to [0, 1].
+    convex combination's lie in [0, 1]), and relevance scores are those, clipped to [0, 1]. A
+    ``QdrantStore(..., sparse=True, text_key="page_content")`` keeps BM25 in Qdrant itself and is used as it is.
 
     Args:
         embedding: an ``EmbedOptEmbeddings``, an embedopt ``Embedder``, or any LangChain ``Embeddings`` (wrapped
@@ -93,7 +94,8 @@ class EmbedOptVectorStore(VectorStore):
             store = QuantizedIndex(embedder.fingerprint("document"), dim=embedder.dim)
         elif not isinstance(store, CoreStore) and callable(store):
             store = store(embedder.fingerprint("document"), embedder.dim)
-        if (retrieval_mode == "hybrid" or lexical is not None) and not isinstance(store, HybridStore):
+        native = bool(getattr(store, "sparse", False))  # QdrantStore(sparse=True, text_key=...): BM25 in Qdrant
+        if (retrieval_mode == "hybrid" or lexical is not None) and not isinstance(store, HybridStore) and not native:
             store = HybridStore(store, lexical, text_key=text_key)
         self.retrieval_mode = retrieval_mode
         self._fusion = fusion
@@ -216,7 +218,7 @@ class EmbedOptVectorStore(VectorStore):
         return self._scored((await self.pipeline.aretrieve(query, k, where=filter, fusion=fusion)).hits)
 
     def _hybrid_fusion(self, kwargs: dict[str, Any]) -> None:
-        if not isinstance(self.store, HybridStore):
+        if not isinstance(self.store, HybridStore) and not getattr(self.store, "sparse", False):
             raise ConfigError("search_type='hybrid' needs a lexical index: build the store with "
                               "retrieval_mode='hybrid'")
         kwargs.setdefault("fusion", self._fusion)
