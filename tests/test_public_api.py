@@ -37,6 +37,7 @@ PUBLIC: dict[str, list[str]] = {
                               "float_int8_scores", "hamming_distances", "int8_scores", "quantize"],
     "embedopt.rerank": ["CrossEncoderReranker", "RerankResult", "Reranker", "VoyageReranker"],
     "embedopt.hybrid": ["LEXICAL_FOLDER", "HybridStore"],
+    "embedopt.tools.hybrid": ["FusionEval", "run_fusion_eval"],
     "embedopt.retrieval": ["Hit", "RetrievalResult", "Retriever", "hybrid_hits", "mmr", "mmr_store", "search_hybrid",
                            "search_store"],
     "embedopt.router": ["POLICIES", "Route", "Router"],
