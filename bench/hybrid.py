@@ -284,7 +284,10 @@ def main() -> None:
         load, names, note = plan[name]
         ds = load()
         ds.name = name
+        load_start = [round(x, 2) for x in os.getloadavg()]
         results[name] = study_dataset(ds, {n: all_models[n] for n in names}, args, note)
+        results[name]["loadavg_start"] = load_start  # 1, 5, 15 min: the machine is shared, figures are noisy
+        results[name]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
         print_table(name, results[name])
     lex = LexicalIndex()
     out = {"bm25": {"library": "bm25s", "method": lex.method, "k1": lex.k1, "b": lex.b,

@@ -224,6 +224,15 @@ def _finetune(args: argparse.Namespace, defaults: Any, *, base: str, output: str
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    if args.fusion:
+        from .tools.hybrid import run_fusion_eval
+
+        fe = run_fusion_eval(args.dataset, model=args.models.split(",")[0], fit_fraction=args.fit_fraction,
+                             cache=None if args.cache == "none" else args.cache, show_progress=not args.no_progress,
+                             log=lambda m: print(m, file=sys.stderr))
+        print(fe.table())
+        print(f"results: {fe.to_json(args.output)}; use fusion=\"{fe.to_dict()['fusion_spec']}\"", file=sys.stderr)
+        return 0
     from .tools.evaluate import run_grid
     from .tools.report import plot, table
 
@@ -623,6 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, help="write a PNG plot here")
     p.add_argument("--plain", action="store_true", help="a plain table even when rich is installed")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--fusion", action="store_true", help="hybrid instead: BM25, dense, RRF, DBSF and the convex weight "
+                   "fit on --fit-fraction of the queries, all scored on the other queries (first model only)")
+    p.add_argument("--fit-fraction", type=float, default=0.5, help="with --fusion: the queries the weight is fit on")
     p.set_defaults(func=_cmd_eval)
 
     drift = sub.add_parser("drift", help="embedding drift history")

@@ -1,5 +1,9 @@
 """Two-stage retrieval: embed the query → shortlist in the store (oversampled) → rescore → optional rerank → top k.
 
+Hybrid retrieval (a :class:`~embedopt.hybrid.HybridStore` and ``fusion=``): the vector search and BM25 each return
+their best ``fusion_candidates`` among the documents matching the filter, :mod:`embedopt.fusion` merges the two
+lists (RRF, DBSF or a convex combination with a fitted weight), and the fused list goes on to the reranker or out.
+
 Every result carries its scores and the milliseconds each stage took, so a slow stage is visible per query.
 """
 
@@ -17,11 +21,18 @@ import numpy as np
 
 from .embedder import Embedder
 from .errors import ConfigError, InputError
+from .fusion import Fusion, Ranking, parse_fusion
+from .hybrid import HybridStore
+from .lexical import LexicalResult
 from .rerank.base import Reranker, RerankResult
 from .stores.base import Rescore, SearchResult, VectorStore
 from .stores.filters import Filter
 
-__all__ = ["Hit", "RetrievalResult", "Retriever", "mmr", "mmr_store", "search_store"]
+__all__ = ["Hit", "RetrievalResult", "Retriever", "hybrid_hits", "mmr", "mmr_store", "search_hybrid", "search_store"]
+
+_UNSET: Any = object()  # "the retriever's own setting", where None means something else
+Sides = list[dict[str, tuple[float | None, float | None]]]
+"""Per query of a hybrid search: each fused id's (vector score, BM25 score), None where that side missed it."""
 
 
 def mmr(query: np.ndarray, vectors: np.ndarray, k: int, lambda_mult: float = 0.5) -> list[int]:
@@ -52,11 +63,16 @@ class Hit:
     id: str
     score: float
     """The final score: the reranker's when reranked, else the rescored vector similarity."""
-    vector_score: float
-    """The first stage's (rescored) similarity."""
+    vector_score: float | None
+    """The first stage's (rescored) similarity; in a hybrid search ``None`` for a document only BM25 found."""
     rerank_score: float | None
     payload: dict[str, Any]
     text: str | None
+    lexical_score: float | None = None
+    """In a hybrid search, the document's BM25 score (``None`` when only the vector search found it); the fused
+    score is :attr:`score` unless reranked (then :attr:`fusion_score`)."""
+    fusion_score: float | None = None
+    """In a hybrid search, the fused score."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +80,8 @@ class RetrievalResult:
     query: str
     hits: list[Hit]
     timings_ms: dict[str, float] = field(default_factory=dict)
-    """``embed``, ``search`` (or ``shortlist`` and ``rescore``), ``rerank`` and ``total``, in milliseconds."""
+    """``embed``, ``search`` (or ``shortlist`` and ``rescore``), ``lexical`` and ``fusion`` (hybrid), ``rerank``
+    and ``total``, in milliseconds."""
     candidates: int = 0
 
 
@@ -80,11 +97,16 @@ class Retriever:
         rescore: ``int8`` (default), ``float`` or ``none``.
         rerank_candidates: how many rescored candidates the reranker sees (default ``2 * k``).
         text_key: the payload field holding a document's text (the reranker reads it).
+        fusion: hybrid retrieval over a :class:`~embedopt.hybrid.HybridStore`: ``"rrf"``, ``"rrf:K"``, ``"dbsf"``,
+            ``"convex:ALPHA"`` (``ALPHA`` the dense weight; fit it with ``embedopt eval --fusion``) or a
+            :class:`~embedopt.fusion.Fusion`. ``None`` (default): the vector search alone. ``retrieve(...,
+            fusion=...)`` overrides it for one call.
+        fusion_candidates: how many hits each side returns before fusing (at least the hits asked for).
     """
 
     def __init__(self, embedder: Embedder, store: VectorStore, *, reranker: Reranker | None = None, k: int = 10,
                  oversample: float = 4.0, rescore: Rescore = "int8", rerank_candidates: int | None = None,
-                 text_key: str = "text") -> None:
+                 text_key: str = "text", fusion: str | Fusion | None = None, fusion_candidates: int = 50) -> None:
         if embedder.precision != "float32":
             raise ConfigError(f"the retriever's embedder must output float32 (got precision={embedder.precision!r}); "
                               "the store quantizes, and rescoring needs the float query")
@@ -105,6 +127,23 @@ class Retriever:
         self.rescore: Rescore = rescore
         self.rerank_candidates = rerank_candidates
         self.text_key = text_key
+        indexed = getattr(store, "text_key", text_key) if _has_lexical(store) else text_key
+        if indexed != text_key:
+            raise ConfigError(f"the hybrid store indexes payload[{indexed!r}], the retriever writes the text "
+                              f"to payload[{text_key!r}]: give both the same text_key")
+        self.fusion = self._check_fusion(fusion)
+        if not isinstance(fusion_candidates, int) or isinstance(fusion_candidates, bool) or fusion_candidates < 1:
+            raise ConfigError(f"fusion_candidates must be a positive int, got {fusion_candidates!r}")
+        self.fusion_candidates = fusion_candidates
+
+    def _check_fusion(self, fusion: Any) -> Fusion | None:
+        if fusion is None:
+            return None
+        if not _has_lexical(self.store):
+            raise ConfigError("fusion needs a lexical index beside the vectors: build the retriever on "
+                              "HybridStore(store) (embedopt.hybrid) or QdrantStore(..., sparse=True), or leave "
+                              "fusion=None")
+        return parse_fusion(fusion)
 
     @staticmethod
     def _check_k(k: Any) -> int:
@@ -122,7 +161,7 @@ class Retriever:
 
     def __repr__(self) -> str:
         return (f"Retriever(store={self.store!r}, k={self.k}, oversample={self.oversample}, rescore={self.rescore!r}, "
-                f"reranker={self.reranker!r})")
+                f"reranker={self.reranker!r}, fusion={self.fusion.name if self.fusion else None!r})")
 
     # ------------------------------------------------------------------------------------------- indexing
     def _prepare(self, texts: Iterable[str], ids: Sequence[str] | None,
@@ -156,8 +195,25 @@ class Retriever:
         return id_list
 
     # ------------------------------------------------------------------------------------------- querying
+    def _want(self, k: int) -> int:
+        return max(k, self.rerank_candidates or 2 * k) if self.reranker is not None else k
+
+    def _first(self, queries: list[str], vectors: np.ndarray, k: int, where: Filter | None,
+               fusion: Fusion | None) -> tuple[SearchResult, Sides | None]:
+        """The first stage: the vector search, or both searches fused."""
+        if fusion is None:
+            return self._search(vectors, k, where), None
+        return self._hybrid(queries, vectors, k, where, fusion)
+
+    def _hybrid(self, queries: list[str], vectors: np.ndarray, k: int, where: Filter | None,
+                fusion: Fusion) -> tuple[SearchResult, Sides]:
+        want = self._want(k)
+        depth = max(want, self.fusion_candidates)
+        return search_hybrid(self.store, vectors, queries, want, fusion, where=where, dense_k=depth, lexical_k=depth,
+                             oversample=max(1.0, self.oversample * k / depth), rescore=self.rescore)
+
     def _search(self, vectors: np.ndarray, k: int, where: Filter | None = None) -> SearchResult:
-        want = max(k, self.rerank_candidates or 2 * k) if self.reranker is not None else k
+        want = self._want(k)
         if where is None:  # stores without filters (before they took where=) keep working
             return self.store.search(vectors, want, oversample=max(1.0, self.oversample * k / want),
                                      rescore=self.rescore)
@@ -180,7 +236,8 @@ class Retriever:
 
     def _result(self, query: str, found: SearchResult, candidates: tuple[list[str], list[float], list[dict[str, Any]]],
                 ranked: list[RerankResult] | None, k: int, shared_ms: dict[str, float], share: float,
-                payloads_ms: float, rerank_ms: float) -> RetrievalResult:
+                payloads_ms: float, rerank_ms: float,
+                sides: dict[str, tuple[float | None, float | None]] | None = None) -> RetrievalResult:
         """One query's hits and timings; ``shared_ms`` (embed, search) covered ``1 / share`` queries at once."""
         ids, scores, payloads = candidates
         order: list[tuple[int, float | None]]
@@ -188,8 +245,12 @@ class Retriever:
             order = [(n, None) for n in range(min(k, len(ids)))]
         else:
             order = [(r.index, r.score) for r in ranked[:k]]
-        hits = [Hit(ids[n], s if s is not None else scores[n], scores[n], s, payloads[n], payloads[n].get(self.text_key))
-                for n, s in order]
+        if sides is None:
+            hits = [Hit(ids[n], s if s is not None else scores[n], scores[n], s, payloads[n],
+                        payloads[n].get(self.text_key)) for n, s in order]
+        else:
+            hits = [Hit(ids[n], s if s is not None else scores[n], sides[ids[n]][0], s, payloads[n],
+                        payloads[n].get(self.text_key), sides[ids[n]][1], scores[n]) for n, s in order]
         timings = {key: v * share for key, v in {**shared_ms, **found.timings_ms}.items()}
         timings["payloads"] = payloads_ms
         if self.reranker is not None:
@@ -197,19 +258,23 @@ class Retriever:
         timings["total"] = (shared_ms["embed"] + shared_ms["search"]) * share + payloads_ms + rerank_ms
         return RetrievalResult(query, hits, {key: round(v, 3) for key, v in timings.items()}, found.candidates)
 
-    def retrieve(self, query: str, k: int | None = None, *, where: Filter | None = None) -> RetrievalResult:
+    def retrieve(self, query: str, k: int | None = None, *, where: Filter | None = None,
+                 fusion: str | Fusion | None = _UNSET) -> RetrievalResult:
         """Top ``k`` documents for ``query``, with scores and per-stage timings; ``where`` filters on the
-        payloads during the store's search (:mod:`embedopt.stores.filters`)."""
-        return self.retrieve_many([query], k, where=where)[0]
+        payloads during the store's search (:mod:`embedopt.stores.filters`), on both sides of a hybrid search.
+        ``fusion`` overrides the retriever's for this call (``None``: the vector search alone)."""
+        return self.retrieve_many([query], k, where=where, fusion=fusion)[0]
 
-    def retrieve_many(self, queries: Sequence[str], k: int | None = None, *,
-                      where: Filter | None = None) -> list[RetrievalResult]:
+    def retrieve_many(self, queries: Sequence[str], k: int | None = None, *, where: Filter | None = None,
+                      fusion: str | Fusion | None = _UNSET) -> list[RetrievalResult]:
         """Several queries at once: one embedding call and one batched store search."""
         k = self.k if k is None else self._check_k(k)
+        how = self.fusion if fusion is _UNSET else self._check_fusion(fusion)
+        queries = list(queries)
         started = time.perf_counter()
-        vectors = self.embedder.embed(list(queries), "query")
+        vectors = self.embedder.embed(queries, "query")
         embedded = time.perf_counter()
-        found = self._search(vectors, k, where)
+        found, sides = self._first(queries, vectors, k, where, how)
         shared_ms = {"embed": (embedded - started) * 1e3, "search": (time.perf_counter() - embedded) * 1e3}
         out = []
         for n, query in enumerate(queries):
@@ -221,17 +286,19 @@ class Retriever:
                 ranked = self.reranker.rank(query, self._rerank_inputs(candidates[2]), top_n=k)
             t2 = time.perf_counter()
             out.append(self._result(query, found, candidates, ranked, k, shared_ms, 1.0 / max(1, len(queries)),
-                                    (t1 - t0) * 1e3, (t2 - t1) * 1e3))
+                                    (t1 - t0) * 1e3, (t2 - t1) * 1e3, sides[n] if sides is not None else None))
         return out
 
-    async def aretrieve(self, query: str, k: int | None = None, *, where: Filter | None = None) -> RetrievalResult:
+    async def aretrieve(self, query: str, k: int | None = None, *, where: Filter | None = None,
+                        fusion: str | Fusion | None = _UNSET) -> RetrievalResult:
         """Async :meth:`retrieve`, in the same steps: the embedding goes through the async path, the store search
         and the payloads run in a worker thread, the reranker through ``arank``; the event loop never blocks."""
         k = self.k if k is None else self._check_k(k)
+        how = self.fusion if fusion is _UNSET else self._check_fusion(fusion)
         started = time.perf_counter()
         vector = await self.embedder.aembed_query(query)
         embedded = time.perf_counter()
-        found = await asyncio.to_thread(self._search, vector[None, :], k, where)
+        found, sides = await asyncio.to_thread(self._first, [query], vector[None, :], k, where, how)
         shared_ms = {"embed": (embedded - started) * 1e3, "search": (time.perf_counter() - embedded) * 1e3}
         t0 = time.perf_counter()
         candidates = await asyncio.to_thread(self._candidates, found, 0)
@@ -240,7 +307,8 @@ class Retriever:
         if self.reranker is not None and candidates[0]:
             ranked = await self.reranker.arank(query, self._rerank_inputs(candidates[2]), top_n=k)
         t2 = time.perf_counter()
-        return self._result(query, found, candidates, ranked, k, shared_ms, 1.0, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+        return self._result(query, found, candidates, ranked, k, shared_ms, 1.0, (t1 - t0) * 1e3, (t2 - t1) * 1e3,
+                            sides[0] if sides is not None else None)
 
     # ------------------------------------------------------------------------------------------- by vector
     def search_vector(self, vector: Any, k: int | None = None, *, where: Filter | None = None) -> list[Hit]:
@@ -255,6 +323,61 @@ class Retriever:
         k = self.k if k is None else self._check_k(k)
         return mmr_store(self.store, vector, k, fetch_k=fetch_k, lambda_mult=lambda_mult, where=where,
                          oversample=self.oversample, rescore=self.rescore, text_key=self.text_key)
+
+
+def _has_lexical(store: Any) -> bool:
+    """A HybridStore, or a store that keeps BM25 itself (QdrantStore with sparse=True)."""
+    return isinstance(store, HybridStore) or (callable(getattr(store, "search_lexical", None))
+                                              and bool(getattr(store, "sparse", False)))
+
+
+def search_hybrid(store: VectorStore, vectors: Any, queries: Sequence[str], k: int, fusion: str | Fusion, *,
+                  where: Filter | None = None, dense_k: int | None = None, lexical_k: int | None = None,
+                  oversample: float = 4.0, rescore: Rescore = "int8") -> tuple[SearchResult, Sides]:
+    """Both sides of a hybrid store searched for the same queries (``vectors`` embedded from ``queries``), under
+    the same filter, and fused: per query the best ``k`` fused ids, fused scores and payloads, and each id's
+    (vector score, BM25 score). Each side returns its best ``dense_k`` / ``lexical_k`` (default ``k``)."""
+    how = parse_fusion(fusion)
+    if not _has_lexical(store):
+        raise ConfigError("hybrid search needs a HybridStore (embedopt.hybrid) or a QdrantStore with sparse=True: "
+                          "a lexical index beside the vectors")
+    t0 = time.perf_counter()
+    dense = store.search(np.asarray(vectors, dtype=np.float32), dense_k or k, oversample=oversample, rescore=rescore,
+                         where=where)
+    t1 = time.perf_counter()
+    lexical: LexicalResult | SearchResult = store.search_lexical(  # type: ignore[attr-defined]
+        list(queries), lexical_k or k, where=where)
+    t2 = time.perf_counter()
+    if len(dense.ids) != len(lexical.ids):
+        raise InputError(f"{len(dense.ids)} query vectors and {len(lexical.ids)} query texts: give one of each")
+    known: dict[str, dict[str, Any]] = {}
+    if dense.payloads is not None:
+        for ids, found in zip(dense.ids, dense.payloads, strict=True):
+            known.update(zip(ids, found, strict=True))
+    fused_ids: list[list[str]] = []
+    fused_scores: list[np.ndarray] = []
+    sides: Sides = []
+    for n in range(len(dense.ids)):
+        d, lx = Ranking.from_result(dense, n), Ranking.from_result(lexical, n)
+        fused = how.fuse(d, lx, k)
+        d_of = dict(zip(d.ids, d.scores.tolist(), strict=True))
+        l_of = dict(zip(lx.ids, lx.scores.tolist(), strict=True))
+        fused_ids.append(fused.ids)
+        fused_scores.append(fused.scores.astype(np.float32))
+        sides.append({i: (d_of.get(i), l_of.get(i)) for i in fused.ids})
+    t3 = time.perf_counter()
+    missing = list(dict.fromkeys(i for ids in fused_ids for i in ids if i not in known))
+    if missing:
+        known.update(zip(missing, store.get_payloads(missing), strict=True))
+    payloads = [[known.get(i, {}) for i in ids] for ids in fused_ids]
+    timings = {**dense.timings_ms, "dense": (t1 - t0) * 1e3, "lexical": (t2 - t1) * 1e3, "fusion": (t3 - t2) * 1e3}
+    return SearchResult(fused_ids, fused_scores, max(dense_k or k, lexical_k or k), timings, payloads), sides
+
+
+def hybrid_hits(found: SearchResult, sides: Sides, n: int = 0, *, text_key: str = "text") -> list[Hit]:
+    """Query ``n`` of :func:`search_hybrid` as hits (the fused score, and each side's)."""
+    return [Hit(i, float(s), sides[n][i][0], None, p, p.get(text_key), sides[n][i][1], float(s))
+            for i, s, p in zip(found.ids[n], found.scores[n], found.payloads[n] if found.payloads else [], strict=True)]
 
 
 def search_store(store: VectorStore, vector: Any, k: int, *, where: Filter | None = None, oversample: float = 4.0,

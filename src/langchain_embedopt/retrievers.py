@@ -11,6 +11,8 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
 from embedopt import Embedder
+from embedopt.fusion import Fusion
+from embedopt.hybrid import HybridStore
 from embedopt.rerank import Reranker
 from embedopt.retrieval import RetrievalResult, Retriever
 from embedopt.stores import QuantizedIndex, Rescore
@@ -29,7 +31,8 @@ class EmbedOptRetriever(BaseRetriever):
     """Binary shortlist → int8/float rescoring → optional cross-encoder rerank → top ``k``, as Documents.
 
     Each Document keeps its ``id`` and metadata, and adds ``score`` (the final score), ``vector_score``,
-    ``rerank_score`` (when reranked) and ``timings_ms`` (milliseconds per stage, a dict of its own) to its metadata.
+    ``rerank_score`` (when reranked), ``lexical_score`` and ``fusion_score`` (hybrid) and ``timings_ms``
+    (milliseconds per stage, a dict of its own) to its metadata.
     ``k`` must be a positive int, in the field as in ``invoke(query, k=...)``: ``k=0`` is refused with a
     ConfigError, as the field refuses it, rather than taken for "the default".
 
@@ -51,13 +54,17 @@ class EmbedOptRetriever(BaseRetriever):
                    metadatas: Sequence[dict[str, Any]] | None = None, ids: Sequence[str] | None = None,
                    k: int = 4, store: VectorStore | None = None, reranker: Reranker | None = None,
                    oversample: float = 4.0, rescore: Rescore = "int8",
-                   rerank_candidates: int | None = None) -> EmbedOptRetriever:
-        """Embed ``texts`` into ``store`` (default: an embedded :class:`~embedopt.stores.QuantizedIndex`)."""
+                   rerank_candidates: int | None = None, fusion: str | Fusion | None = None) -> EmbedOptRetriever:
+        """Embed ``texts`` into ``store`` (default: an embedded :class:`~embedopt.stores.QuantizedIndex`).
+        ``fusion`` (``"rrf"``, ``"dbsf"``, ``"convex:ALPHA"``) makes it hybrid: a BM25 index is kept beside the
+        vectors and both result lists are fused before the reranker."""
         embedder = _core_embedder(embedding)
         if store is None:
             store = QuantizedIndex(embedder.fingerprint("document"), dim=embedder.dim)
+        if fusion is not None and not isinstance(store, HybridStore):
+            store = HybridStore(store)
         pipeline = Retriever(embedder, store, reranker=reranker, k=k, oversample=oversample, rescore=rescore,
-                             rerank_candidates=rerank_candidates)
+                             rerank_candidates=rerank_candidates, fusion=fusion)
         pipeline.add_texts(list(texts), ids=ids, metadatas=metadatas)
         return cls(pipeline=pipeline, k=k)
 
@@ -78,6 +85,8 @@ class EmbedOptRetriever(BaseRetriever):
             meta.update(score=hit.score, vector_score=hit.vector_score, timings_ms=dict(result.timings_ms))
             if hit.rerank_score is not None:
                 meta["rerank_score"] = hit.rerank_score
+            if hit.fusion_score is not None:
+                meta.update(lexical_score=hit.lexical_score, fusion_score=hit.fusion_score)
             docs.append(Document(id=hit.id, page_content=hit.text or "", metadata=meta))
         return docs
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
@@ -14,7 +14,10 @@ from langchain_core.vectorstores import VectorStore
 from embedopt import Embedder
 from embedopt.errors import ConfigError
 from embedopt.fingerprint import Fingerprint
-from embedopt.retrieval import Hit, Retriever
+from embedopt.fusion import Fusion
+from embedopt.hybrid import HybridStore
+from embedopt.lexical import LexicalIndex
+from embedopt.retrieval import _UNSET, Hit, Retriever
 from embedopt.stores import QuantizedIndex, Rescore
 from embedopt.stores.base import VectorStore as CoreStore
 from embedopt.stores.filters import Filter
@@ -53,6 +56,15 @@ class EmbedOptVectorStore(VectorStore):
     :mod:`embedopt.stores.filters`) applied inside the store's search, so a filtered search still returns ``k``
     documents when ``k`` match. Scores are cosine similarities; relevance scores map them to [0, 1].
 
+    **Hybrid search** (``retrieval_mode="hybrid"``): a BM25 index (:class:`~embedopt.lexical.LexicalIndex`) is kept
+    beside the vectors over the same ids and page contents, and every search fuses both lists with ``fusion``
+    (RRF by default; ``"convex:0.6"`` with a weight fit by ``embedopt eval --fusion``). The filter applies to both
+    sides. Per call, ``fusion=`` overrides it (``fusion=None``: vectors only), also through
+    ``as_retriever(search_kwargs={"fusion": "dbsf"})``; ``search(query, search_type="hybrid")`` fuses even in the
+    default mode when the store keeps a lexical index. Scores are then the fused scores (RRF's are small; the
+    convex combination's lie in [0, 1]), and relevance scores are those, clipped to [0, 1]. A
+    ``QdrantStore(..., sparse=True, text_key="page_content")`` keeps BM25 in Qdrant itself and is used as it is.
+
     Args:
         embedding: an ``EmbedOptEmbeddings``, an embedopt ``Embedder``, or any LangChain ``Embeddings`` (wrapped
             with ``EmbedOptEmbeddings.wrap(embedding, cache=cache)``).
@@ -62,18 +74,34 @@ class EmbedOptVectorStore(VectorStore):
         oversample, rescore: the store's shortlist size (``k * oversample``) and rescoring.
         text_key: the payload key holding a document's text (metadata keys sit beside it, so filters read them).
         cache: the vector cache used when ``embedding`` is a plain ``Embeddings``.
+        retrieval_mode: ``"dense"`` (default) or ``"hybrid"`` (vectors and BM25, fused).
+        fusion: how hybrid search fuses: ``"rrf"`` (default), ``"rrf:K"``, ``"dbsf"``, ``"convex:ALPHA"``.
+        lexical: the BM25 index to keep (default: a new ``LexicalIndex``); a ``HybridStore`` given as ``store``
+            brings its own.
+        fusion_candidates: hits each side returns before fusing.
     """
 
     def __init__(self, embedding: Embeddings | Embedder,
                  store: CoreStore | Callable[[Fingerprint, int], CoreStore] | None = None, *,
                  oversample: float = 4.0, rescore: Rescore = "int8", text_key: str = "page_content",
-                 cache: str | None = "memory") -> None:
+                 cache: str | None = "memory", retrieval_mode: Literal["dense", "hybrid"] = "dense",
+                 fusion: str | Fusion = "rrf", lexical: LexicalIndex | None = None,
+                 fusion_candidates: int = 50) -> None:
+        if retrieval_mode not in ("dense", "hybrid"):
+            raise ConfigError(f"retrieval_mode must be 'dense' or 'hybrid', got {retrieval_mode!r}")
         embedder, self._embedding = _core(embedding, cache)
         if store is None:
             store = QuantizedIndex(embedder.fingerprint("document"), dim=embedder.dim)
         elif not isinstance(store, CoreStore) and callable(store):
             store = store(embedder.fingerprint("document"), embedder.dim)
-        self.pipeline = Retriever(embedder, store, k=4, oversample=oversample, rescore=rescore, text_key=text_key)
+        native = bool(getattr(store, "sparse", False))  # QdrantStore(sparse=True, text_key=...): BM25 in Qdrant
+        if (retrieval_mode == "hybrid" or lexical is not None) and not isinstance(store, HybridStore) and not native:
+            store = HybridStore(store, lexical, text_key=text_key)
+        self.retrieval_mode = retrieval_mode
+        self._fusion = fusion
+        self.pipeline = Retriever(embedder, store, k=4, oversample=oversample, rescore=rescore, text_key=text_key,
+                                  fusion=fusion if retrieval_mode == "hybrid" else None,
+                                  fusion_candidates=fusion_candidates)
 
     @property
     def embeddings(self) -> Embeddings | None:
@@ -177,14 +205,36 @@ class EmbedOptVectorStore(VectorStore):
 
     def similarity_search_with_score(self, query: str, k: int = 4, filter: Filter | None = None,
                                      **kwargs: Any) -> list[tuple[Document, float]]:
-        """Documents most similar to ``query`` with their cosine similarity, best first."""
+        """Documents most similar to ``query`` with their cosine similarity (the fused score in hybrid mode),
+        best first; ``fusion=`` overrides the store's fusion for this call (``None``: vectors only)."""
+        fusion = kwargs.pop("fusion", _UNSET)
         self._no_extra(kwargs, "similarity_search_with_score")
-        return self._scored(self.pipeline.retrieve(query, k, where=filter).hits)
+        return self._scored(self.pipeline.retrieve(query, k, where=filter, fusion=fusion).hits)
 
     async def asimilarity_search_with_score(self, query: str, k: int = 4, filter: Filter | None = None,
                                             **kwargs: Any) -> list[tuple[Document, float]]:
+        fusion = kwargs.pop("fusion", _UNSET)
         self._no_extra(kwargs, "asimilarity_search_with_score")
-        return self._scored((await self.pipeline.aretrieve(query, k, where=filter)).hits)
+        return self._scored((await self.pipeline.aretrieve(query, k, where=filter, fusion=fusion)).hits)
+
+    def _hybrid_fusion(self, kwargs: dict[str, Any]) -> None:
+        if not isinstance(self.store, HybridStore) and not getattr(self.store, "sparse", False):
+            raise ConfigError("search_type='hybrid' needs a lexical index: build the store with "
+                              "retrieval_mode='hybrid'")
+        kwargs.setdefault("fusion", self._fusion)
+
+    def search(self, query: str, search_type: str, **kwargs: Any) -> list[Document]:
+        """LangChain's dispatch by ``search_type``, plus ``"hybrid"`` (vectors and BM25 fused)."""
+        if search_type == "hybrid":
+            self._hybrid_fusion(kwargs)
+            return self.similarity_search(query, **kwargs)
+        return super().search(query, search_type, **kwargs)
+
+    async def asearch(self, query: str, search_type: str, **kwargs: Any) -> list[Document]:
+        if search_type == "hybrid":
+            self._hybrid_fusion(kwargs)
+            return await self.asimilarity_search(query, **kwargs)
+        return await super().asearch(query, search_type, **kwargs)
 
     def similarity_search(self, query: str, k: int = 4, filter: Filter | None = None,
                           **kwargs: Any) -> list[Document]:
@@ -209,7 +259,9 @@ class EmbedOptVectorStore(VectorStore):
         return await asyncio.to_thread(self.similarity_search_by_vector, embedding, k, filter, **kwargs)
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
-        """Cosine similarity in [-1, 1] -> relevance in [0, 1]."""
+        """Cosine similarity in [-1, 1] -> relevance in [0, 1]; in hybrid mode the fused score, clipped."""
+        if self.retrieval_mode == "hybrid":
+            return lambda score: min(1.0, max(0.0, score))
         return lambda score: min(1.0, max(0.0, (score + 1.0) / 2.0))
 
     # ------------------------------------------------------------------------------------------- MMR

@@ -10,6 +10,8 @@ from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle, TextNode
 
 from embedopt import Embedder
+from embedopt.fusion import Fusion
+from embedopt.hybrid import HybridStore
 from embedopt.rerank import Reranker
 from embedopt.retrieval import RetrievalResult, Retriever
 from embedopt.stores import QuantizedIndex, Rescore
@@ -37,14 +39,18 @@ class EmbedOptRetriever(BaseRetriever):
     @classmethod
     def from_nodes(cls, nodes: Sequence[BaseNode], embed_model: EmbedOptEmbedding | Embedder, *,
                    similarity_top_k: int = 4, store: VectorStore | None = None, reranker: Reranker | None = None,
-                   oversample: float = 4.0, rescore: Rescore = "int8",
-                   rerank_candidates: int | None = None) -> EmbedOptRetriever:
-        """Embed the nodes' content into ``store`` (default: an embedded QuantizedIndex)."""
+                   oversample: float = 4.0, rescore: Rescore = "int8", rerank_candidates: int | None = None,
+                   fusion: str | Fusion | None = None) -> EmbedOptRetriever:
+        """Embed the nodes' content into ``store`` (default: an embedded QuantizedIndex). ``fusion``
+        (``"rrf"``, ``"dbsf"``, ``"convex:ALPHA"``) makes it hybrid: a BM25 index over the same content is kept
+        beside the vectors and both result lists are fused before the reranker."""
         embedder = embed_model.core if isinstance(embed_model, EmbedOptEmbedding) else embed_model
         if store is None:
             store = QuantizedIndex(embedder.fingerprint("document"), dim=embedder.dim)
+        if fusion is not None and not isinstance(store, HybridStore):
+            store = HybridStore(store)
         pipeline = Retriever(embedder, store, reranker=reranker, k=similarity_top_k, oversample=oversample,
-                             rescore=rescore, rerank_candidates=rerank_candidates)
+                             rescore=rescore, rerank_candidates=rerank_candidates, fusion=fusion)
         pipeline.add_texts([n.get_content(metadata_mode=MetadataMode.NONE) for n in nodes],
                            ids=[n.node_id for n in nodes], metadatas=[dict(n.metadata) for n in nodes])
         return cls(pipeline, similarity_top_k=similarity_top_k)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
-from llama_index.core.schema import BaseNode
+from llama_index.core.schema import BaseNode, MetadataMode
 from llama_index.core.vector_stores.types import (
     BasePydanticVectorStore,
     FilterCondition,
@@ -29,7 +29,10 @@ from pydantic import PrivateAttr
 from embedopt import Embedder
 from embedopt.errors import ConfigError
 from embedopt.fingerprint import Fingerprint
-from embedopt.retrieval import Hit, mmr_store, search_store
+from embedopt.fusion import RRF, Convex, Fusion, parse_fusion
+from embedopt.hybrid import LEXICAL_FOLDER, HybridStore
+from embedopt.lexical import LexicalIndex
+from embedopt.retrieval import Hit, hybrid_hits, mmr_store, search_hybrid, search_store
 from embedopt.stores import QuantizedIndex, Rescore
 from embedopt.stores.base import VectorStore as CoreStore
 
@@ -105,6 +108,18 @@ class EmbedOptVectorStore(BasePydanticVectorStore):
         embed_model: the model the index embeds with: names the embedding space (required without ``store``; with
             one, it must be the store's space).
         oversample, rescore: the store's shortlist size (``k * oversample``) and rescoring.
+        enable_hybrid: keep a BM25 index (:class:`~embedopt.lexical.LexicalIndex`) beside the vectors, over the
+            same node ids and the text each node was embedded from (``MetadataMode.EMBED``), so that
+            ``vector_store_query_mode="hybrid"`` (and ``"text_search"``/``"sparse"``: BM25 alone) can be asked.
+        fusion: how a hybrid query fuses when it gives no ``alpha``: ``"rrf"`` (default), ``"rrf:K"``, ``"dbsf"``,
+            ``"convex:ALPHA"``. With ``alpha`` (LlamaIndex's: 1 = vectors only, 0 = BM25 only) the fusion is the
+            convex combination of min-max normalized scores, the weight ``embedopt eval --fusion`` fits.
+        lexical: the BM25 index to keep (default: a new one); a ``HybridStore`` given as ``store`` brings its own.
+
+    A hybrid query (``index.as_retriever(vector_store_query_mode="hybrid", alpha=0.6, sparse_top_k=20,
+    similarity_top_k=20, hybrid_top_k=5)``) searches the vectors for ``similarity_top_k`` nodes and BM25 for
+    ``sparse_top_k`` (default: the same), both under the query's filters, and returns the best ``hybrid_top_k``
+    (default ``similarity_top_k``) fused; similarities are the fused scores.
     """
 
     stores_text: bool = True
@@ -113,10 +128,12 @@ class EmbedOptVectorStore(BasePydanticVectorStore):
     _store: CoreStore = PrivateAttr()
     _oversample: float = PrivateAttr(default=4.0)
     _rescore: Rescore = PrivateAttr(default="int8")
+    _fusion: Fusion = PrivateAttr(default_factory=RRF)
 
     def __init__(self, store: CoreStore | Callable[[Fingerprint, int], CoreStore] | None = None, *,
                  embed_model: EmbedOptEmbedding | Embedder | BaseEmbedding | None = None, oversample: float = 4.0,
-                 rescore: Rescore = "int8") -> None:
+                 rescore: Rescore = "int8", enable_hybrid: bool = False, fusion: str | Fusion = "rrf",
+                 lexical: LexicalIndex | None = None) -> None:
         super().__init__(stores_text=True)
         if store is None or not isinstance(store, CoreStore):
             if embed_model is None:
@@ -128,9 +145,12 @@ class EmbedOptVectorStore(BasePydanticVectorStore):
             if fp.space_id != store.fingerprint.space_id or dim != store.dim:
                 raise ConfigError(f"the store holds {store.dim}-d vectors of {store.fingerprint.id}, the embed model "
                                   f"makes {dim}-d {fp.id}: two embedding spaces never meet")
+        if (enable_hybrid or lexical is not None) and not isinstance(store, HybridStore):
+            store = HybridStore(store, lexical)
         self._store = store
         self._oversample = oversample
         self._rescore = rescore
+        self._fusion = parse_fusion(fusion)
 
     @classmethod
     def class_name(cls) -> str:
@@ -138,8 +158,12 @@ class EmbedOptVectorStore(BasePydanticVectorStore):
 
     @property
     def client(self) -> CoreStore:
-        """The embedopt store underneath."""
+        """The embedopt store underneath (a ``HybridStore`` when hybrid is enabled)."""
         return self._store
+
+    @property
+    def enable_hybrid(self) -> bool:
+        return isinstance(self._store, HybridStore)
 
     # ------------------------------------------------------------------------------------------- writing
     def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
@@ -150,7 +174,11 @@ class EmbedOptVectorStore(BasePydanticVectorStore):
         ids = [n.node_id for n in nodes]
         vectors = [n.get_embedding() for n in nodes]
         payloads = [node_to_metadata_dict(n, remove_text=False, flat_metadata=self.flat_metadata) for n in nodes]
-        self._store.add(ids, vectors, payloads)
+        if isinstance(self._store, HybridStore):  # BM25 indexes the text each node was embedded from
+            self._store.add(ids, vectors, payloads, texts=[n.get_content(metadata_mode=MetadataMode.EMBED)
+                                                           for n in nodes])
+        else:
+            self._store.add(ids, vectors, payloads)
         return ids
 
     async def async_add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
@@ -202,6 +230,9 @@ class EmbedOptVectorStore(BasePydanticVectorStore):
         """The ``similarity_top_k`` nodes nearest ``query.query_embedding`` that match ``query.filters`` (and
         ``doc_ids``, ``node_ids``); ``mode=MMR`` trades similarity for diversity (``mmr_threshold`` is the
         weight of similarity, default 0.5)."""
+        lexical_modes = (VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.TEXT_SEARCH)
+        if query.mode in (VectorStoreQueryMode.HYBRID, *lexical_modes):
+            return self._hybrid_query(query)
         if query.query_embedding is None:
             raise ConfigError("this vector store answers embedding queries; set query_embedding")
         k = query.similarity_top_k
@@ -218,7 +249,38 @@ class EmbedOptVectorStore(BasePydanticVectorStore):
             hits = search_store(self._store, query.query_embedding, k, where=where, oversample=self._oversample,
                                 rescore=self._rescore)
         else:
-            raise ConfigError(f"query mode {query.mode.value!r} is not supported; use default or mmr")
+            raise ConfigError(f"query mode {query.mode.value!r} is not supported; use default, mmr, hybrid, "
+                              "sparse or text_search")
+        return VectorStoreQueryResult(nodes=[metadata_dict_to_node(h.payload) for h in hits],
+                                      similarities=[h.score for h in hits], ids=[h.id for h in hits])
+
+    def _hybrid_query(self, query: VectorStoreQuery) -> VectorStoreQueryResult:
+        store = self._store
+        if not isinstance(store, HybridStore):
+            raise ConfigError(f"query mode {query.mode.value!r} needs the BM25 index: build the vector store with "
+                              "enable_hybrid=True")
+        if not query.query_str:
+            raise ConfigError(f"query mode {query.mode.value!r} needs the query text (query_str)")
+        if query.node_ids:
+            raise ConfigError(f"query mode {query.mode.value!r} does not take node_ids; filter with filters= or "
+                              "doc_ids=")
+        where = self._query_where(query)
+        if query.mode != VectorStoreQueryMode.HYBRID:  # BM25 alone
+            k = query.sparse_top_k or query.similarity_top_k
+            found = store.search_lexical(query.query_str, k, where=where)
+            ids, scores = found.ids[0], found.scores[0].tolist()
+            payloads = store.get_payloads(ids)
+            return VectorStoreQueryResult(nodes=[metadata_dict_to_node(p) for p in payloads], similarities=scores,
+                                          ids=ids)
+        if query.query_embedding is None:
+            raise ConfigError("a hybrid query needs query_embedding too (the retriever embeds query_str)")
+        fusion = Convex(query.alpha) if query.alpha is not None else self._fusion
+        dense_k = query.similarity_top_k
+        result, sides = search_hybrid(store, [query.query_embedding], [query.query_str],
+                                      query.hybrid_top_k or dense_k, fusion, where=where, dense_k=dense_k,
+                                      lexical_k=query.sparse_top_k or dense_k,
+                                      oversample=self._oversample, rescore=self._rescore)
+        hits = hybrid_hits(result, sides)
         return VectorStoreQueryResult(nodes=[metadata_dict_to_node(h.payload) for h in hits],
                                       similarities=[h.score for h in hits], ids=[h.id for h in hits])
 
@@ -246,9 +308,22 @@ class EmbedOptVectorStore(BasePydanticVectorStore):
             raise ConfigError("EmbedOptVectorStore persists to the local file system only")
         manifest = Path(persist_path)
         manifest.parent.mkdir(parents=True, exist_ok=True)
-        meta: dict[str, Any] = {"format": _FORMAT, "oversample": self._oversample, "rescore": self._rescore}
+        meta: dict[str, Any] = {"format": _FORMAT, "oversample": self._oversample, "rescore": self._rescore,
+                                "fusion": self._fusion.name}
         store = self._store
-        if isinstance(store, QuantizedIndex):
+        if isinstance(store, HybridStore):  # the BM25 index goes into the vectors' folder, as lexical/
+            folder = manifest.with_suffix(".embedopt")
+            lexical_at = folder / LEXICAL_FOLDER
+            inner = store.store
+            if isinstance(inner, QuantizedIndex):
+                store.save(folder)
+            else:
+                store.lexical.save(lexical_at)
+            meta.update(hybrid=True, lexical=os.path.relpath(lexical_at, manifest.parent))
+            store = inner
+        if isinstance(store, QuantizedIndex) and meta.get("hybrid"):
+            meta.update(kind="quantized-index", folder=manifest.with_suffix(".embedopt").name)
+        elif isinstance(store, QuantizedIndex):
             folder = manifest.with_suffix(".embedopt")
             store.save(folder)
             meta.update(kind="quantized-index", folder=folder.name)
@@ -272,6 +347,8 @@ class EmbedOptVectorStore(BasePydanticVectorStore):
                               "StorageContext first") from exc
         if meta.get("format") != _FORMAT:
             raise ConfigError(f"{manifest} was not written by EmbedOptVectorStore")
+        if isinstance(store, HybridStore):
+            store = store.store
         if store is None:
             if meta["kind"] == "quantized-index":
                 store = QuantizedIndex.load(manifest.parent / meta["folder"])
@@ -282,7 +359,11 @@ class EmbedOptVectorStore(BasePydanticVectorStore):
             else:
                 raise ConfigError(f"{manifest} names a {meta['kind']}, which keeps its own data: reopen it and pass "
                                   "store=")
-        return cls(store, oversample=float(meta["oversample"]), rescore=meta["rescore"])
+        lexical = None
+        if meta.get("hybrid"):
+            lexical = LexicalIndex.load(manifest.parent / meta["lexical"])
+        return cls(store, oversample=float(meta["oversample"]), rescore=meta["rescore"],
+                   fusion=meta.get("fusion", "rrf"), lexical=lexical)
 
     @classmethod
     def from_persist_dir(cls, persist_dir: str, namespace: str = "default", *,
