@@ -169,7 +169,7 @@ def export_onnx(
     if not probe or not all(isinstance(t, str) and t for t in probe):
         raise ConfigError("probe_texts must be non-empty strings")
     torch = require("torch", extra="local", feature="export onnx")
-    require("onnx", extra="onnx-export", feature="export onnx")
+    require("onnx", extra="export", feature="export onnx")
     ort = require("onnxruntime", extra="onnx", feature="export onnx")
     source = _source(model)
     st = source.model
@@ -286,7 +286,7 @@ def _trace(torch: Any, graph: Any, args: tuple[Any, ...], path: Path, names: lis
                               output_names=["sentence_embedding"],
                               dynamic_axes={**axes, "sentence_embedding": {0: "batch"}}, do_constant_folding=True)
     except TypeError:  # a torch without the TorchScript exporter: the dynamo one (needs onnxscript)
-        require("onnxscript", extra="onnx-export", feature="export onnx with torch's dynamo exporter")
+        require("onnxscript", extra="export", feature="export onnx with torch's dynamo exporter")
         batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
         torch.onnx.export(graph, args, str(path), dynamo=True, opset_version=max(OPSET, 18), input_names=names,
                           output_names=["sentence_embedding"], external_data=False,
