@@ -129,7 +129,10 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in (
            static=True, per_channel=True, calibrate="Percentile", exclude=r"layer[._]\d+/output/dense"),
 )}
 DEFAULT_SCHEME = "per-channel"
-"""What ``quantize="int8"`` uses without a ``scheme``: the best of :data:`SCHEMES` in bench/onnx_quality.py."""
+"""What ``quantize="int8"`` uses without a ``scheme``. Measured by bench/onnx_quality.py on MiniLM: every dynamic
+scheme keeps >= 99% of fp32's NDCG@10 on both shared datasets, the static ones do not; of the dynamic ones whose
+vectors stay close to fp32's (cosine 0.995 mean, per-channel scales; per-tensor ones fall to 0.95), this is the one
+that quantizes every MatMul."""
 
 
 def export_onnx(
