@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.embedopt-installed
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test lint docs serve bench reranker finetune base-check install services js js-tools clean
+.PHONY: demo test lint docs serve bench reranker finetune base-check install services js js-tools onnx-check clean
 
 # apt-get needs root: use sudo when not root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -98,5 +98,17 @@ base-check:
 	.venv-base/bin/pip install --disable-pip-version-check -q .
 	.venv-base/bin/python tests/base_install_check.py
 
+# The [onnx] extra embeds with no torch: export MiniLM with the full venv (torch is needed to export, not to run),
+# then install ".[onnx]" alone in a third venv and embed with the export there (tests/onnx_install_check.py).
+ONNX_EXPORT := build/onnx-check/minilm
+$(ONNX_EXPORT)/embedopt-onnx.json: $(STAMP)
+	$(BIN)/embedopt export onnx -m minilm -o $(ONNX_EXPORT) > /dev/null
+
+onnx-check: $(ONNX_EXPORT)/embedopt-onnx.json
+	rm -rf .venv-onnx
+	$(PYTHON) -m venv .venv-onnx
+	.venv-onnx/bin/pip install --disable-pip-version-check -q ".[onnx]"
+	.venv-onnx/bin/python tests/onnx_install_check.py $(ONNX_EXPORT)
+
 clean:
-	rm -rf $(VENV) .venv-base build site *.egg-info src/*.egg-info
+	rm -rf $(VENV) .venv-base .venv-onnx build site *.egg-info src/*.egg-info

@@ -81,10 +81,14 @@ def measure(texts: list[str], backends: dict[str, Callable[[list[str]], object]]
 
 
 def ensure_export(source: SentenceTransformerProvider, folder: Path, quantize: str | None) -> Path:
+    from embedopt.tools.export_onnx import DEFAULT_SCHEME, export_onnx
+
     manifest = folder / MANIFEST
-    if manifest.is_file() and json.loads(manifest.read_text())["source"]["revision"] == source.info.revision:
-        return folder
-    from embedopt.tools.export_onnx import export_onnx
+    if manifest.is_file():
+        data = json.loads(manifest.read_text())
+        scheme = (data.get("quantization") or {}).get("scheme")
+        if data["source"]["revision"] == source.info.revision and scheme == (DEFAULT_SCHEME if quantize else None):
+            return folder
 
     print(f"exporting {folder.name} ...", flush=True)
     export_onnx(source, folder, quantize=quantize)  # type: ignore[arg-type]
@@ -223,6 +227,7 @@ def main() -> None:
         sys.exit("the ONNX process imported torch: its RSS figure would be meaningless")
     results["goals"] = goals(results)
     results["seconds"] = round(time.perf_counter() - began, 1)
+    results["machine"]["load_at_end"] = os.getloadavg()
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

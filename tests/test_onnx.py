@@ -180,3 +180,31 @@ def test_the_provider_runs_without_importing_torch_or_transformers(exports):
         "assert v.shape == (1, 384) and not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_embedopt_info_says_which_space_an_export_serves_in(exports, capsys):
+    from embedopt.cli import main
+
+    for precision, space in (("fp32", "shared"), ("int8", "own")):
+        assert main(["info", "-m", f"onnx:{exports[precision]}", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)["onnx"]
+        assert report["precision"] == precision and report["space"].startswith(space + ":")
+        assert (report["scheme"] is None) == (precision == "fp32") and report["device"] == "cpu"
+
+
+def test_cuda_and_fp16_are_chosen_only_when_onnxruntime_offers_cuda(exports, onnx_fp32):
+    """No GPU here: CUDA (and fp16 with it) must come only from onnxruntime's own list of execution providers."""
+    import onnxruntime
+
+    from embedopt.providers.onnx import OnnxProvider
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime offers CUDA: the CPU-only path is what this test checks")
+    assert (onnx_fp32.device, onnx_fp32.fp16) == ("cpu", False)
+    assert onnx_fp32._session.get_providers() == ["CPUExecutionProvider"]
+    with pytest.raises(ConfigError, match="onnxruntime-gpu"):
+        OnnxProvider(exports["fp32"], device="cuda")
+    with pytest.raises(ConfigError, match="fp16 is for CUDA"):
+        OnnxProvider(exports["fp32"], fp16=True)
+    with pytest.raises(ConfigError, match="device must be"):
+        OnnxProvider(exports["fp32"], device="gpu")

@@ -393,6 +393,20 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "space_id": embedder.fingerprint("document").space_id,
         "bytes_per_vector": {p: bytes_per_vector(info.dim, p) for p in ("float32", "int8", "binary")},
     }
+    from .providers.onnx import OnnxProvider
+
+    if isinstance(embedder.provider, OnnxProvider):  # which space the export serves in, and why
+        m = embedder.provider.manifest
+        report["onnx"] = {
+            "precision": m["precision"],
+            "scheme": (m.get("quantization") or {}).get("scheme"),
+            "space": ("shared: the source model's space (fp32, probe cosine >= 0.99999)" if m["space"] == "shared"
+                      else "own: a space of its own (int8, or fp32 below the probe bar); migrate indexes to it"),
+            "source_revision": m["source"]["revision"],
+            "probe_min_cosine": (m.get("probe") or {}).get("min_cosine"),
+            "device": embedder.provider.device,
+            "fp16": embedder.provider.fp16,
+        }
     if args.json:
         print(json.dumps(report, indent=2))
     else:
