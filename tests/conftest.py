@@ -144,3 +144,31 @@ def trained_reranker_dir() -> Path:
     from embedopt.tools.train_reranker import TrainSettings, cached_cross_encoder
 
     return cached_cross_encoder(DEBIAN, settings=TrainSettings(max_queries=100), show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def exports(minilm, tmp_path_factory) -> dict[str, Path]:
+    """MiniLM exported to ONNX once per session: fp32, and int8 with the default scheme, with a short probe set."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from embedopt.tools.export_onnx import PROBE_TEXTS, export_onnx
+
+    root = tmp_path_factory.mktemp("onnx")
+    probe = [*PROBE_TEXTS[:8], PROBE_TEXTS[-3]]  # short ones and one past the length limit
+    export_onnx(minilm, root / "fp32", probe_texts=probe)
+    export_onnx(minilm, root / "int8", quantize="int8", probe_texts=probe)
+    return {"fp32": root / "fp32", "int8": root / "int8"}
+
+
+@pytest.fixture(scope="session")
+def onnx_fp32(exports):
+    from embedopt.providers.onnx import OnnxProvider
+
+    return OnnxProvider(exports["fp32"], threads=2)
+
+
+@pytest.fixture(scope="session")
+def onnx_int8(exports):
+    from embedopt.providers.onnx import OnnxProvider
+
+    return OnnxProvider(exports["int8"], threads=2)

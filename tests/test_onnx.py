@@ -1,7 +1,7 @@
 """The ONNX Runtime backend: export round trip and parity with torch, the space rule, Router, cache, threads.
 
 MiniLM is exported twice per session (fp32, and int8 with the default scheme) from the session's torch model,
-with a short probe set; the file takes about a minute on the 2-core CPU, most of it the two exports.
+with a short probe set (the fixtures are in conftest.py: the provider contract suite runs over the fp32 export too); the file takes about a minute on the 2-core CPU, most of it the two exports.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,31 +29,6 @@ TEXTS = [
     "grep searches for PATTERNS in each FILE. " * 60,  # past MiniLM's 256 tokens
     "a",
 ]
-
-
-@pytest.fixture(scope="session")
-def exports(minilm, tmp_path_factory) -> dict[str, Path]:
-    from embedopt.tools.export_onnx import PROBE_TEXTS, export_onnx
-
-    root = tmp_path_factory.mktemp("onnx")
-    probe = [*PROBE_TEXTS[:8], PROBE_TEXTS[-3]]  # short ones and one past the length limit
-    export_onnx(minilm, root / "fp32", probe_texts=probe)
-    export_onnx(minilm, root / "int8", quantize="int8", probe_texts=probe)
-    return {"fp32": root / "fp32", "int8": root / "int8"}
-
-
-@pytest.fixture(scope="session")
-def onnx_fp32(exports):
-    from embedopt.providers.onnx import OnnxProvider
-
-    return OnnxProvider(exports["fp32"], threads=2)
-
-
-@pytest.fixture(scope="session")
-def onnx_int8(exports):
-    from embedopt.providers.onnx import OnnxProvider
-
-    return OnnxProvider(exports["int8"], threads=2)
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -60,6 +60,7 @@ PROVIDERS: dict[str, Callable[[pytest.FixtureRequest], Provider]] = {
     "openai": _openai,
     "voyage": _voyage,
     "router": _router,
+    "onnx": lambda request: request.getfixturevalue("onnx_fp32"),
 }
 
 
