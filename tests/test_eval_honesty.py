@@ -112,7 +112,7 @@ def test_retention_is_over_float32_at_the_native_dim_even_when_the_grid_has_no_s
     by = {r.label: r for r in grid.rows}
     assert by["float32"].retention == pytest.approx(by["float32"].ndcg_at_10 / baseline, abs=1e-4)
     assert by["float32"].retention < 0.95  # 64 of 256 dims of a model not trained for Matryoshka
-    assert all(r.retention == round(r.ndcg_at_10 / baseline, 4) for r in grid.rows)
+    assert all(r.retention == pytest.approx(r.ndcg_at_10 / baseline, abs=5e-4) for r in grid.rows)
     bare = Row(model, 64, "float32", None, 256, 0.5, 0.9, 0.5, 0.5, 0.1)  # nothing to compare with
     assert bare.retention is None
     text = table(type(grid)(grid.dataset, 1, 1, [bare]), use_rich=False)
