@@ -259,7 +259,8 @@ def run_grid(dataset: str | os.PathLike[str] | BeirDataset, *, models: Sequence[
 
     for model in models:
         t0 = time.perf_counter()
-        say(f"{model}: loading (a static:distill model is distilled on first use and cached: about 90 s once)")
+        say(f"{model}: loading" + (" (distilled from its source model on first use, about 90 s on 2 CPU cores, "
+                                   "then cached)" if "distill" in model else ""))
         embedder = Embedder.from_spec(model, cache=cache, show_progress=show_progress)
         load_seconds[model] = round(time.perf_counter() - t0, 1)
         t0 = time.perf_counter()

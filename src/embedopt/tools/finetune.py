@@ -465,6 +465,8 @@ class FinetuneReport:
     """Why the figures may not hold (too few held-out queries)."""
     bootstrap: dict[str, Any] = field(default_factory=dict)
     """How the intervals were drawn: ``{"resamples", "seed", "level"}``."""
+    loadavg: list[float] = field(default_factory=list)
+    """``os.getloadavg()`` at the end: the speed figures of a busy machine are noisy."""
 
     def to_json(self, path: str | os.PathLike[str]) -> Path:
         return atomic_write_text(path, json.dumps(asdict(self), indent=2) + "\n")
@@ -619,7 +621,8 @@ def finetune(source: str | os.PathLike[str], output_dir: str | os.PathLike[str],
     report = FinetuneReport(base, str(out), kind, meta["pairs"],
                             pair_source, len(train_docs), len(test_docs), len(ds.queries),
                             "synthetic" if ds.name.endswith("-synthetic") else "qrels", meta["seconds"],
-                            meta["device"], rows, reference, speed, warnings, dict(BOOTSTRAP))
+                            meta["device"], rows, reference, speed, warnings, dict(BOOTSTRAP),
+                            [round(x, 2) for x in os.getloadavg()])
     report.to_json(out / REPORT)
     return report
 
