@@ -91,7 +91,8 @@ def rows() -> list[tuple[str, str, str, str]]:
 
     def tuned(label: str) -> Callable[[dict[str, Any]], list[tuple[str, str, str, str]]]:
         return lambda d: [(f"NDCG@10 held-out manpages, {label} fine-tuned vs not, {r['dim']} dims (make finetune)",
-                           f"{r['after']:.4f}", f"{r['before']:.4f}", f"{r['change']:+.1%}") for r in d["rows"]]
+                           f"{r['after']:.4f}", f"{r['before']:.4f}",
+                           f"{r.get('relative_change', r.get('change', 0.0)):+.1%}") for r in d["rows"]]
 
     add("finetune-minilm-manpages", tuned("MiniLM"))
     def tuned_static(d: dict[str, Any]) -> list[tuple[str, str, str, str]]:

@@ -263,6 +263,31 @@ def test_static_training_writes_a_model2vec_folder_and_helps_on_held_out_documen
     assert report.kind == "static" and [r["dim"] for r in report.rows] == [256, 128, 64]
     # seconds of training on 320 documents' pairs: the held-out NDCG@10 rises at every dim (seeded, CPU)
     assert all(r["after"] > r["before"] for r in report.rows), report.rows
+    # relative and absolute changes are named apart, each with its bootstrap interval around it
+    for r in report.rows:
+        assert r["absolute_change"] == pytest.approx(r["after"] - r["before"], abs=2e-4)
+        assert r["relative_change"] == pytest.approx(r["after"] / r["before"] - 1, abs=1e-3)
+        assert r["absolute_ci95"][0] <= r["absolute_change"] <= r["absolute_ci95"][1]
+        assert r["relative_ci95"][0] <= r["relative_change"] <= r["relative_ci95"][1]
+    # the sample holds out far fewer than 200 judged queries: the report says the figures are noisy
+    assert report.test_queries < 200 and "held-out queries qualify" in report.warnings[0]
+    assert "warning: only" in report.table() and report.bootstrap["resamples"] >= 1000
+
+
+def test_bootstrap_intervals_narrow_with_more_queries_and_vanish_without_a_change() -> None:
+    from embedopt.tools.finetune import _change
+
+    rng = np.random.default_rng(5)
+    widths = []
+    for n in (50, 2000):
+        before = rng.uniform(0, 1, n)
+        after = np.clip(before + rng.normal(0.02, 0.2, n), 0, 1)
+        c = _change(before, after)
+        assert c["absolute_ci95"][0] < c["absolute_change"] < c["absolute_ci95"][1]
+        widths.append(c["absolute_ci95"][1] - c["absolute_ci95"][0])
+    assert widths[1] < widths[0] / 3
+    same = _change(np.full(80, 0.5), np.full(80, 0.5))
+    assert same["absolute_ci95"] == [0.0, 0.0] and same["relative_change"] == 0.0
 
 
 def test_cli_distill_train_and_finetune_with_an_llm(api_server, static_model_dir: Path, tmp_path: Path) -> None:

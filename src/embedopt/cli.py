@@ -21,6 +21,9 @@ _MODEL_HELP = ("model spec: minilm (default), st:NAME_OR_FOLDER, static:FOLDER, 
                "openai:MODEL, voyage:MODEL, or a folder (`embedopt specs` lists them all)")
 
 
+_JOIN_HELP = ("how a document's title and text become the text embedded: space (default: 'title text', BEIR's), "
+              "colon ('title: text'), newline, none (the text alone), or a format string with {title} and {text}")
+
 _CACHE_HELP = ("cache tiers, fastest first: memory[:SIZE], sqlite[:PATH], redis://HOST:PORT/DB, rediss://...; "
                "comma-separated")
 
@@ -249,7 +252,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                       dims=[int(d) for d in args.dims.split(",")] if args.dims else None,
                       precisions=args.precisions.split(","), oversample=floats(args.oversample),
                       cache=None if args.cache == "none" else args.cache, rerank=args.rerank,
-                      rerank_queries=args.rerank_queries, show_progress=not args.no_progress,
+                      rerank_queries=args.rerank_queries, show_progress=not args.no_progress, join=args.join,
                       log=lambda m: print(m, file=sys.stderr))
     table(result, use_rich=False if args.plain else None)
     out = result.to_json(args.output)
@@ -324,7 +327,7 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
     from .versioning import VersionedIndex
 
     _output_folder(args.root, "root")
-    ds = load_beir(args.dataset)
+    ds = load_beir(args.dataset, join=args.join)
     titles = [{"title": d["title"]} for d in ds.corpus.values()]
     vi = VersionedIndex.build(args.root, args.model, ds.doc_texts(), ds.doc_ids, metadatas=titles, dim=args.dim,
                               cache=None if args.cache == "none" else args.cache)
@@ -636,12 +639,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", help="a BEIR-format folder (corpus.jsonl, queries.jsonl, qrels/test.tsv)")
     p.add_argument("--models", default="minilm", help="comma-separated model specs (default: minilm)")
     p.add_argument("--dims", default=None, help="comma-separated dims (default: native, 768, 512, 256, 128, 64)")
-    p.add_argument("--precisions", default="float32,int8,binary", help="from float32,float16,int8,binary")
+    p.add_argument("--precisions", default="float32,int8,int8-symmetric,binary",
+                   help="from float32,float16,int8 (int8 documents, float query),int8-symmetric (both "
+                        "quantized),binary")
     p.add_argument("--oversample", default="none,4",
                    help="binary only: 'none' for the bits alone, a number for an int8 rescore of k x that")
     p.add_argument("--rerank", default=None, help="a cross-encoder folder or hub id to add a rerank row")
     p.add_argument("--rerank-queries", type=int, default=200)
     p.add_argument("--cache", default="sqlite", help=_CACHE_HELP + " (default: sqlite; 'none' for no cache)")
+    p.add_argument("--join", default="space", help=_JOIN_HELP)
     p.add_argument("-o", "--output", default="eval-results.json")
     p.add_argument("--plot", default=None, help="write a PNG plot here")
     p.add_argument("--plain", action="store_true", help="a plain table even when rich is installed")
@@ -690,6 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("root", help="the versioned index folder to create")
     p.add_argument("-m", "--model", default="minilm", help=_MODEL_HELP)
     p.add_argument("--dim", type=int, default=None)
+    p.add_argument("--join", default="space", help=_JOIN_HELP)
     p.add_argument("--cache", default="memory,sqlite", help=_CACHE_HELP + " (default: memory,sqlite)")
     p.set_defaults(func=_cmd_index_build)
 

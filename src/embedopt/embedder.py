@@ -67,6 +67,16 @@ class EmbedStats:
     """Texts another concurrent call was already computing; this call waited for its vector instead."""
 
 
+def _progress_desc(job: _Job) -> str:
+    """The bar's label: its total is the texts left to compute, after duplicates and cached ones are set aside."""
+    asked, unique = len(job.inverse), len(job.unique)
+    parts = [f"{asked - unique:,} duplicates"] if asked > unique else []
+    if unique > len(job.todo):
+        parts.append(f"{unique - len(job.todo):,} cached")
+    detail = f" (of {asked:,} texts: {', '.join(parts)} set aside)" if parts else ""
+    return _PROGRESS[job.input_type] + detail
+
+
 @dataclass
 class _Job:
     input_type: InputType
@@ -604,7 +614,7 @@ class Embedder:
     def _compute(self, job: _Job) -> None:
         self._count(job)
         batches = self._plan(job)
-        with progress_bar(len(job.todo), enabled=self.show_progress, desc=_PROGRESS[job.input_type]) as update:
+        with progress_bar(len(job.todo), enabled=self.show_progress, desc=_progress_desc(job)) as update:
             for batch in batches:
                 self._write_back(self._accept(job, batch, self._call(job, batch)))
                 self._land(job, batch.indices)
@@ -648,7 +658,7 @@ class Embedder:
         async def call(batch: Batch) -> np.ndarray:
             return await self._acall(job, batch)
 
-        with progress_bar(len(job.todo), enabled=self.show_progress, desc=_PROGRESS[job.input_type]) as update:
+        with progress_bar(len(job.todo), enabled=self.show_progress, desc=_progress_desc(job)) as update:
             async for batch, raw in run_async(batches, call, max_concurrency=self.provider.info.max_concurrency):
                 await self._awrite_back(self._accept(job, batch, raw))
                 self._land(job, batch.indices)

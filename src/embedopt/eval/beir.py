@@ -1,4 +1,11 @@
-"""Read a BEIR-format dataset: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/{split}.tsv``."""
+"""Read a BEIR-format dataset: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/{split}.tsv``.
+
+How a document's title and text become the one string that is embedded is the ``join``: ``"space"`` (the default,
+BEIR's own: ``title + " " + text``), ``"colon"`` (``"title: text"``), ``"newline"``, ``"none"`` (the text alone),
+or a format string with ``{title}`` and ``{text}`` (``"# {title}\\n\\n{text}"``). A document without a title is
+its text alone whatever the join. The join changes what a model sees, so it changes the scores: say which one a
+figure used.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,29 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["BeirDataset", "load_beir"]
+__all__ = ["JOINS", "BeirDataset", "join_text", "load_beir"]
+
+JOINS = {"space": "{title} {text}", "colon": "{title}: {text}", "newline": "{title}\n{text}", "none": "{text}"}
+"""The named joins; any other value of ``join`` is a format string with ``{title}`` and ``{text}``."""
+
+
+def _template(join: str) -> str:
+    template = JOINS.get(join, join)
+    try:
+        probe = template.format(title="\0T", text="\0X")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(f"join {join!r} is neither one of {sorted(JOINS)} nor a format string using {{title}} "
+                          f"and {{text}} (braces meant literally are doubled: {{{{ }}}}): {exc!r}") from None
+    if "\0X" not in probe:
+        raise ConfigError(f"join {join!r} leaves out the document's text: a format string needs {{text}}")
+    return template
+
+
+def join_text(title: str, text: str, join: str = "space") -> str:
+    """One document's title and text joined as ``join`` says (see the module docstring)."""
+    if not title:
+        return text
+    return _template(join).format(title=title, text=text).strip()
 
 
 @dataclass
@@ -24,6 +53,11 @@ class BeirDataset:
     """query id → text; only queries that have judgements in the split are kept."""
     qrels: dict[str, dict[str, int]]
     """query id → {doc id → relevance}"""
+    join: str = "space"
+    """How :meth:`doc_texts` joins a title and a text (see the module docstring)."""
+
+    def __post_init__(self) -> None:
+        _template(self.join)  # a bad join fails here, before anything is embedded
 
     @property
     def doc_ids(self) -> list[str]:
@@ -33,9 +67,12 @@ class BeirDataset:
     def query_ids(self) -> list[str]:
         return list(self.queries)
 
-    def doc_texts(self) -> list[str]:
-        """``title + " " + text`` per document, in :attr:`doc_ids` order (BEIR's usual join)."""
-        return [f"{d['title']} {d['text']}".strip() if d.get("title") else d["text"] for d in self.corpus.values()]
+    def doc_texts(self, join: str | None = None) -> list[str]:
+        """Each document's title and text joined (``join``, default the dataset's: ``title + " " + text``),
+        in :attr:`doc_ids` order."""
+        template = _template(self.join if join is None else join)
+        return [template.format(title=d["title"], text=d["text"]).strip() if d.get("title") else d["text"]
+                for d in self.corpus.values()]
 
     def query_texts(self) -> list[str]:
         return list(self.queries.values())
@@ -65,9 +102,10 @@ def _text(value: Any, path: Path, n: int, field: str) -> str:
     return value
 
 
-def load_beir(path: str | os.PathLike[str], split: str = "test") -> BeirDataset:
-    """Read a BEIR-format folder. Malformed files raise :class:`~embedopt.errors.ConfigError` naming the file and
-    line; a corpus with no documents too."""
+def load_beir(path: str | os.PathLike[str], split: str = "test", *, join: str = "space") -> BeirDataset:
+    """Read a BEIR-format folder; ``join`` says how :meth:`BeirDataset.doc_texts` joins title and text. Malformed
+    files raise :class:`~embedopt.errors.ConfigError` naming the file and line; a corpus with no documents too."""
+    _template(join)
     root = Path(path)
     files = {"corpus": root / "corpus.jsonl", "queries": root / "queries.jsonl",
              "qrels": root / "qrels" / f"{split}.tsv"}
@@ -75,13 +113,13 @@ def load_beir(path: str | os.PathLike[str], split: str = "test") -> BeirDataset:
     if missing:
         raise ConfigError(f"{root} is not a BEIR-format dataset: missing {', '.join(missing)}")
     try:
-        return _load(root, files)
+        return _load(root, files, join)
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{root} holds a file that is not UTF-8 text ({exc}); BEIR files are UTF-8 .jsonl "
                           "and .tsv") from exc
 
 
-def _load(root: Path, files: dict[str, Path]) -> BeirDataset:
+def _load(root: Path, files: dict[str, Path], join: str) -> BeirDataset:
     corpus: dict[str, dict[str, str]] = {}
     for n, row in _rows(files["corpus"]):
         corpus[str(row["_id"])] = {"title": _text(row.get("title"), files["corpus"], n, "title"),
@@ -107,4 +145,4 @@ def _load(root: Path, files: dict[str, Path]) -> BeirDataset:
         if qid in qrels:
             queries[qid] = _text(row.get("text"), files["queries"], n, "text")
     qrels = {q: r for q, r in qrels.items() if q in queries}
-    return BeirDataset(root.name, corpus, queries, qrels)
+    return BeirDataset(root.name, corpus, queries, qrels, join)

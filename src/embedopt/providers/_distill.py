@@ -59,6 +59,9 @@ def cached_distill(model: str | os.PathLike[str] = DEFAULT_MODEL, *, pca_dims: i
     folder = cache_dir() / "static" / _cache_name(resolved.name, resolved.location, pca_dims)
     if (folder / _META).is_file():
         return folder
+    # Minutes behind model2vec's bare "Encoding tokens" bar on a small CPU: say what it is, once.
+    logger.warning("distilling a static model from %s (first use only, about 90 s on 2 CPU cores; model2vec's "
+                   "progress bar encodes the source model's vocabulary); it is cached in %s", resolved.name, folder)
     return distill(model, folder, pca_dims=pca_dims, device=device)
 
 

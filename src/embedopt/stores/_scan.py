@@ -9,11 +9,12 @@ bench/results/hamming.json. Matryoshka prefixes: float32 matrix products (BLAS).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["BinaryScan", "FloatScan", "faiss_or_none"]
+__all__ = ["BinaryScan", "FloatScan", "faiss_or_none", "tie_safe_top"]
 
 log = logging.getLogger("embedopt.stores")
 _warned = False
@@ -180,3 +181,38 @@ def _subset_top_n(dist: np.ndarray, allowed: np.ndarray, n: int, *, largest: boo
         d, r = _top_n(dist, got, largest=largest)
         out_d[:, :got], out_r[:, :got] = d, rows_of[r]
     return out_d, out_r
+
+
+def tie_safe_top(search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]], queries: np.ndarray, keep: int,
+                 *, first: int, limit: int, usable: Callable[[np.ndarray], np.ndarray],
+                 keys: Callable[[np.ndarray], np.ndarray], largest: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per query, the best ``keep`` usable rows and their distances, equal distances ordered by ``keys(rows)``
+    (a hash of each row's id), so the result does not depend on the order the rows were stored in.
+
+    A scan keeps the lowest rows among equal distances (faiss does), and Hamming distances tie often, also across
+    the cut. So ``search(queries, n)`` is asked for ``first`` rows (more than ``keep``), and again with twice as
+    many for a query whose last row fetched still ties with its ``keep``-th usable one, until the whole tied group
+    is in or ``limit`` (every row) is reached; ``usable(rows)`` drops deleted rows."""
+    out: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(0, dtype=np.int64), np.zeros(0))] * len(queries)
+    todo = np.arange(len(queries))
+    n = max(1, min(first, limit))
+    while len(todo):
+        dist, rows = search(queries[todo], n)
+        again = []
+        for j, qi in enumerate(todo):
+            r, d = rows[j], dist[j]
+            ok = r >= 0
+            exhausted = n >= limit or not ok.all()
+            ok[ok] = usable(r[ok])
+            r, d = r[ok], d[ok]
+            if not exhausted:
+                last = dist[j][-1]
+                past = len(r) >= keep and (last < d[keep - 1] if largest else last > d[keep - 1])
+                if not past:
+                    again.append(qi)
+                    continue
+            order = np.lexsort((keys(r), -d if largest else d))[:keep]
+            out[qi] = (r[order], d[order])
+        todo = np.asarray(again, dtype=np.int64)
+        n = min(limit, n * 2)
+    return out

@@ -38,9 +38,10 @@ import numpy as np
 from .._files import atomic_folder
 from ..codec import Codec
 from ..errors import ConfigError, DimensionError, EmbedOptError, IndexCorruptError, InputError
+from ..eval.metrics import tie_keys
 from ..fingerprint import Fingerprint
 from ..quantization import MIN_CALIBRATION_SAMPLES, Calibration, dequantize, float_int8_scores
-from ._scan import BinaryScan, FloatScan
+from ._scan import BinaryScan, FloatScan, tie_safe_top
 from .base import RESCORES, Record, Rescore, SearchResult, as_ids, check_counts, check_payloads, check_vectors
 from .filters import Filter, FilterNode, canonical, compile_filter, parse_filter
 
@@ -328,18 +329,24 @@ class QuantizedIndex:
             return SearchResult([[] for _ in q], [np.zeros(0, dtype=np.float32) for _ in q])
         started = time.perf_counter()
         keep = min(alive, max(k, int(np.ceil(k * oversample))))
+        codes, extra = self._codes(q), max(keep, 16)  # extra rows fetched to see the whole group tied at the cut
+
+        def keys(rows: np.ndarray) -> np.ndarray:  # equal scores go by a hash of the id, never by storage order
+            return tie_keys(self._ids[rows])
+
         if allowed is None:
             dead = len(self._ids) - alive
-            first, rows = self._scan.search(self._codes(q), min(len(self._ids), keep + dead))
+            found = tie_safe_top(self._scan.search, codes, keep, first=keep + dead + extra, limit=len(self._ids),
+                                 usable=lambda r: self._alive[r], keys=keys, largest=isinstance(self._scan, FloatScan))
         else:  # the filter's rows only (deleted rows are not among them)
-            first, rows = self._scan.search(self._codes(q), keep, allowed)
+            found = tie_safe_top(lambda c, n: self._scan.search(c, n, allowed), codes, keep, first=keep + extra,
+                                 limit=alive, usable=lambda r: np.ones(len(r), dtype=bool), keys=keys,
+                                 largest=isinstance(self._scan, FloatScan))
         shortlisted = time.perf_counter()
         ids: list[list[str]] = []
         scores: list[np.ndarray] = []
         for j in range(len(q)):
-            ok = rows[j] >= 0
-            ok[ok] = self._alive[rows[j][ok]]
-            cand, cand_first = rows[j][ok][:keep], first[j][ok][:keep]
+            cand, cand_first = found[j]
             if rescore == "none":
                 s = (-cand_first if isinstance(self._scan, BinaryScan) else cand_first).astype(np.float32)
             elif rescore == "int8":
@@ -349,7 +356,7 @@ class QuantizedIndex:
             else:
                 assert self._f16 is not None
                 s = self._f16[cand].astype(np.float32) @ q[j]
-            top = np.argsort(-s, kind="stable")[:k]
+            top = np.lexsort((keys(cand), -s))[:k]
             ids.append([self._ids[r].decode() for r in cand[top]])
             scores.append(s[top].astype(np.float32))
         done = time.perf_counter()

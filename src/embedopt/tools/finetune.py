@@ -44,6 +44,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .._extras import require
 from .._files import atomic_folder, atomic_write_text, cache_dir
 from .._sqlite import connect
@@ -450,12 +452,21 @@ class FinetuneReport:
     train_seconds: float
     device: str
     rows: list[dict[str, Any]] = field(default_factory=list)
-    """Per dim: ``{"dim", "before", "after", "change"}`` NDCG@10 on the held-out split, plus ``"reference"``: the
-    reference model's at that dim, when there is one."""
+    """Per dim: NDCG@10 on the held-out split ``"before"`` and ``"after"``; ``"absolute_change"`` (after −
+    before, in NDCG points) and ``"relative_change"`` (after / before − 1), each with a 95% paired-bootstrap
+    interval over the held-out queries (``"absolute_ci95"``, ``"relative_ci95"``: ``[low, high]``; an interval that
+    contains 0 is a change the held-out set cannot tell from noise); plus ``"reference"``: the reference model's
+    NDCG@10 at that dim, when there is one."""
     reference: str | None = None
     """A second model scored and timed beside both (the transformer a static model was distilled from)."""
     speed: dict[str, float] = field(default_factory=dict)
     """Documents per second of the held-out split embedded (no cache), per model, measured in the same run."""
+    warnings: list[str] = field(default_factory=list)
+    """Why the figures may not hold (too few held-out queries)."""
+    bootstrap: dict[str, Any] = field(default_factory=dict)
+    """How the intervals were drawn: ``{"resamples", "seed", "level"}``."""
+    loadavg: list[float] = field(default_factory=list)
+    """``os.getloadavg()`` at the end: the speed figures of a busy machine are noisy."""
 
     def to_json(self, path: str | os.PathLike[str]) -> Path:
         return atomic_write_text(path, json.dumps(asdict(self), indent=2) + "\n")
@@ -466,9 +477,14 @@ class FinetuneReport:
                  f"{self.train_documents} documents in {self.train_seconds:.0f}s on {self.device}",
                  f"{'dim':>5}  {'before':>7}  {'after':>7}  {'change':>7}" + (f"  {self.reference}" if self.reference
                                                                            else "")]
-        lines += [f"{r['dim']:>5}  {r['before']:>7.4f}  {r['after']:>7.4f}  {r['change']:>+7.1%}"
+        lines[1] = (f"{'dim':>5}  {'before':>7}  {'after':>7}  {'relative change (95% CI)':>26}  "
+                    f"{'absolute (95% CI)':>27}" + (f"  {self.reference}" if self.reference else ""))
+        lines += [f"{r['dim']:>5}  {r['before']:>7.4f}  {r['after']:>7.4f}  "
+                  f"{r['relative_change']:>+7.1%} [{r['relative_ci95'][0]:+.1%}, {r['relative_ci95'][1]:+.1%}]"
+                  f"  {r['absolute_change']:>+7.4f} [{r['absolute_ci95'][0]:+.4f}, {r['absolute_ci95'][1]:+.4f}]"
                   + (f"  {r['reference']:>7.4f}" if "reference" in r else "") for r in self.rows]
         lines += [f"speed {k}: {v:,.0f} documents/s" for k, v in self.speed.items()]
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -492,12 +508,51 @@ def held_out(source: str | os.PathLike[str], test_docs: Sequence[Document], *, s
     return BeirDataset(f"{root.name}-heldout-synthetic", corpus, queries, {f"q-{d}": {d: 1} for d in pairs})
 
 
-def _ndcg_by_dim(model: str, ds: BeirDataset, dims: Sequence[int], cache: str | None) -> dict[int, float]:
-    from .evaluate import run_grid
+def _per_query_ndcg(model: str, ds: BeirDataset, dims: Sequence[int], cache: str | None) -> dict[int, np.ndarray]:
+    """NDCG@10 of each query of ``ds`` (in :attr:`BeirDataset.query_ids` order), per dim, float32, exact search
+    with ties ordered by a hash of the doc id; a dim above the model's own is left out."""
+    from ..codec import Codec
+    from ..embedder import Embedder
+    from ..eval.metrics import ndcg_at_k, tie_keys, top_k
 
-    result = run_grid(ds, models=[model], dims=dims, precisions=("float32",), oversample=(None,), cache=cache,
-                      latency_queries=1, show_progress=False)
-    return {r.dim: r.ndcg_at_10 for r in result.rows}
+    embedder = Embedder.from_spec(model, cache=cache, show_progress=False)
+    full_docs = embedder.embed_full(ds.doc_texts(), "document")
+    full_queries = embedder.embed_full(ds.query_texts(), "query")
+    keys, ids = tie_keys(ds.doc_ids), ds.doc_ids
+    out: dict[int, np.ndarray] = {}
+    for dim in dims:
+        if dim > full_docs.shape[1]:
+            continue
+        codec = Codec(dim)
+        best = top_k(codec.derive_float(full_queries) @ codec.derive_float(full_docs).T, 10, tiebreak=keys)
+        out[dim] = np.array([ndcg_at_k([ids[j] for j in row], ds.qrels[q], 10)
+                             for q, row in zip(ds.query_ids, best, strict=True)])
+    return out
+
+
+def _ndcg_by_dim(model: str, ds: BeirDataset, dims: Sequence[int], cache: str | None) -> dict[int, float]:
+    return {d: round(float(v.mean()), 4) for d, v in _per_query_ndcg(model, ds, dims, cache).items()}
+
+
+BOOTSTRAP: dict[str, Any] = {"resamples": 2000, "seed": 0, "level": 0.95}
+MIN_QUERIES = 200
+"""Fewer held-out queries than this: a warning (on 463 queries a +0.3% change was noise)."""
+
+
+def _change(before: np.ndarray, after: np.ndarray) -> dict[str, Any]:
+    """Absolute and relative change of the mean, with paired-bootstrap percentile intervals (queries resampled
+    with replacement, the same resample for both models)."""
+    b, a = float(before.mean()), float(after.mean())
+    rng = np.random.default_rng(BOOTSTRAP["seed"])
+    picks = rng.integers(0, len(before), size=(int(BOOTSTRAP["resamples"]), len(before)))
+    mb, ma = before[picks].mean(axis=1), after[picks].mean(axis=1)
+    tail = (1 - float(BOOTSTRAP["level"])) / 2 * 100
+    absolute = np.percentile(ma - mb, [tail, 100 - tail])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relative = np.percentile(np.where(mb > 0, ma / mb - 1, np.nan), [tail, 100 - tail])
+    return {"absolute_change": round(a - b, 4), "absolute_ci95": [round(float(x), 4) for x in absolute],
+            "relative_change": round(a / b - 1, 4) if b else math.nan,
+            "relative_ci95": [round(float(x), 4) for x in relative]}
 
 
 def _docs_per_second(model: str, texts: list[str]) -> float:
@@ -540,13 +595,20 @@ def finetune(source: str | os.PathLike[str], output_dir: str | os.PathLike[str],
     dims = sorted({d for d in (eval_dims or [native, 256, 128, 64]) if d <= native}, reverse=True)
     ds = held_out(source, test_docs, seed=s.seed)
     say(f"held-out set: {len(ds.queries)} queries over {len(ds.corpus)} documents")
-    before = _ndcg_by_dim(base, ds, dims, cache)
+    warnings: list[str] = []
+    if len(ds.queries) < MIN_QUERIES:
+        warnings.append(f"only {len(ds.queries)} held-out queries qualify (fewer than {MIN_QUERIES}): changes of a "
+                        "few percent are within noise; read the 95% intervals, and give more documents or "
+                        "queries")
+        logger.warning(warnings[-1])
+        say(f"warning: {warnings[-1]}")
+    before_q = _per_query_ndcg(base, ds, dims, cache)
     out = train(pairs, base, output_dir, settings=s, device=device, show_progress=show_progress)
     meta = json.loads((out / META).read_text())
-    after = _ndcg_by_dim(str(out), ds, dims, cache)
+    after_q = _per_query_ndcg(str(out), ds, dims, cache)
     rows: list[dict[str, Any]] = [
-        {"dim": d, "before": before[d], "after": after[d],
-         "change": round(after[d] / before[d] - 1, 4) if before[d] else math.nan} for d in dims]
+        {"dim": d, "before": round(float(before_q[d].mean()), 4), "after": round(float(after_q[d].mean()), 4),
+         **_change(before_q[d], after_q[d])} for d in dims]
     speed: dict[str, float] = {}
     if reference is not None:
         scored = _ndcg_by_dim(reference, ds, dims, cache)  # a dim above the reference's own is left out
@@ -559,7 +621,8 @@ def finetune(source: str | os.PathLike[str], output_dir: str | os.PathLike[str],
     report = FinetuneReport(base, str(out), kind, meta["pairs"],
                             pair_source, len(train_docs), len(test_docs), len(ds.queries),
                             "synthetic" if ds.name.endswith("-synthetic") else "qrels", meta["seconds"],
-                            meta["device"], rows, reference, speed)
+                            meta["device"], rows, reference, speed, warnings, dict(BOOTSTRAP),
+                            [round(x, 2) for x in os.getloadavg()])
     report.to_json(out / REPORT)
     return report
 

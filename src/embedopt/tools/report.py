@@ -13,17 +13,20 @@ from .evaluate import GridResult, Row
 
 __all__ = ["plot", "plot_history", "pyplot", "save_figure", "table"]
 
-_COLUMNS = ("model", "dim", "stored as", "bytes/vec", "NDCG@10", "kept", "R@100", "MRR@10", "MAP@100", "ms/query")
+_COLUMNS = ("model", "dim", "stored as", "RAM B/vec", "all B/vec", "NDCG@10", "kept", "R@100", "MRR@10", "MAP@100",
+            "ms/query")
 
 
 def _cells(r: Row) -> list[str]:
-    return [r.model, str(r.dim), r.label, f"{r.bytes_per_vector:,}", f"{r.ndcg_at_10:.4f}", f"{r.retention:.1%}",
-            f"{r.recall_at_100:.4f}", f"{r.mrr_at_10:.4f}", f"{r.map_at_100:.4f}", f"{r.ms_per_query:g}"]
+    kept = "—" if r.retention is None else f"{r.retention:.1%}"  # never a made-up 100%
+    return [r.model, str(r.dim), r.label, f"{r.bytes_per_vector:,}", f"{r.bytes_kept:,}", f"{r.ndcg_at_10:.4f}",
+            kept, f"{r.recall_at_100:.4f}", f"{r.mrr_at_10:.4f}", f"{r.map_at_100:.4f}", f"{r.ms_per_query:g}"]
 
 
 def table(result: GridResult, *, use_rich: bool | None = None) -> str:
     """The rows as a table; printed with rich when it is installed (and ``use_rich`` is not False)."""
-    title = f"{result.dataset}: {result.documents:,} documents, {result.queries:,} queries"
+    title = (f"{result.dataset}: {result.documents:,} documents, {result.queries:,} queries; kept = NDCG@10 over "
+             "float32 at the native dim; all B/vec = RAM codes + the int8 vectors a rescore reads")
     if use_rich is not False:
         try:
             from rich.console import Console
@@ -36,7 +39,7 @@ def table(result: GridResult, *, use_rich: bool | None = None) -> str:
                 t.add_column(c, justify="left" if c in ("model", "stored as") else "right")
             for r in result.rows:
                 t.add_row(*_cells(r))
-            console = Console(record=True, width=140)
+            console = Console(record=True, width=170)
             console.print(t)
             return console.export_text()
     widths = [max(len(c), *(len(_cells(r)[i]) for r in result.rows)) for i, c in enumerate(_COLUMNS)]
@@ -68,33 +71,35 @@ def save_figure(fig: Any, path: str | os.PathLike[str], *, dpi: int) -> Path:
 
 
 def plot(result: GridResult, path: str | os.PathLike[str]) -> Path:
-    """Two panels: NDCG@10 against RAM bytes per vector (log scale) and against milliseconds per query."""
+    """Two panels: NDCG@10 against all the bytes kept per vector (RAM codes plus the int8 vectors a rescore reads;
+    log scale) and against milliseconds per query; each model's float32 native-dim baseline dashed."""
     plt = pyplot("embedopt eval --plot")
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
-    markers = {"float32": "o", "float16": "D", "int8": "s", "binary": "^"}
+    markers = {"float32": "o", "float16": "D", "int8": "s", "int8-symmetric": "v", "binary": "^"}
     for n, model in enumerate(dict.fromkeys(r.model for r in result.rows)):
         rows = [r for r in result.rows if r.model == model and r.rerank is None]
         color = f"C{n}"
-        for ax, x in ((axes[0], "bytes_per_vector"), (axes[1], "ms_per_query")):
+        for ax, x in ((axes[0], "bytes_kept"), (axes[1], "ms_per_query")):
             for r in rows:
                 ax.scatter(getattr(r, x), r.ndcg_at_10, color=color, marker=markers[r.precision],
                            alpha=0.85, s=40 if r.oversample is None else 70,
                            edgecolors="black" if r.oversample else "none")
                 ax.annotate(f"{r.dim}", (getattr(r, x), r.ndcg_at_10), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")
-            base = next((r for r in rows if r.precision == "float32" and r.retention == 1.0), None)
-            if base is not None:
-                ax.axhline(base.ndcg_at_10, color=color, linestyle="--", linewidth=1,
-                           label=f"{model}: float32 {base.dim}d baseline")
-    for ax, label in ((axes[0], "RAM bytes per vector (log)"), (axes[1], "search ms per query (log)")):
+            if model in result.baselines:
+                ax.axhline(result.baselines[model], color=color, linestyle="--", linewidth=1,
+                           label=f"{model}: float32 native-dim baseline")
+    for ax, label in ((axes[0], "bytes kept per vector: RAM codes + int8 read by a rescore (log)"),
+                      (axes[1], "search ms per query (log)")):
         ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel("NDCG@10")
         ax.grid(alpha=0.3)
     for p, m in markers.items():
         if any(r.precision == p for r in result.rows):
-            axes[0].scatter([], [], color="grey", marker=m, label=p)
+            axes[0].scatter([], [], color="grey", marker=m, label={"int8": "int8 docs, float query",
+                                                                   "int8-symmetric": "int8 symmetric"}.get(p, p))
     axes[0].scatter([], [], color="grey", marker="^", s=70, edgecolors="black", label="binary + int8 rescore")
     axes[0].legend(fontsize=8, loc="lower right")
     fig.suptitle(f"{result.dataset}: quality against cost (labels: dims)")
