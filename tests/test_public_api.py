@@ -39,6 +39,7 @@ PUBLIC: dict[str, list[str]] = {
                               "float_int8_scores", "hamming_distances", "int8_scores", "quantize"],
     "embedopt.rerank": ["CrossEncoderReranker", "RerankResult", "Reranker", "VoyageReranker"],
     "embedopt.hybrid": ["LEXICAL_FOLDER", "HybridStore"],
+    "embedopt.tools.export_onnx": ["DEFAULT_SCHEME", "PROBE_TEXTS", "SCHEMES", "SHARE_AT", "Scheme", "export_onnx"],
     "embedopt.tools.hybrid": ["FusionEval", "run_fusion_eval"],
     "embedopt.retrieval": ["Hit", "RetrievalResult", "Retriever", "hybrid_hits", "mmr", "mmr_store", "search_hybrid",
                            "search_store"],
