@@ -3,7 +3,6 @@ process (``python -m tests.serve_app``, which goes through ``embedopt.serve.run`
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -18,17 +17,10 @@ import numpy as np
 
 from embedopt.serve.config import ServeConfig, parse_config
 
+from .conftest import hash_vectors
 from .redis_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def hash_vectors(texts: list[str], input_type: str, dim: int) -> np.ndarray:
-    rows = []
-    for t in texts:
-        seed = int.from_bytes(hashlib.sha256(f"{input_type}|{t}".encode()).digest()[:8], "little")
-        rows.append(np.random.default_rng(seed).standard_normal(dim))
-    return np.asarray(rows, dtype=np.float32)
 
 
 class SlowHash:
