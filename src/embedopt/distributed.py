@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from ._extras import require
-from ._files import atomic_write_text
+from ._files import atomic_file, atomic_write_text
 from .errors import ConfigError, EmbedOptError
 from .fingerprint import INPUT_TYPES, InputType
 
@@ -93,16 +93,6 @@ def _digests(ids: Sequence[str]) -> np.ndarray:
                     dtype="S16")
 
 
-def _write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _write_shard(folder: Path, key: str, ids: list[str], vectors: np.ndarray, fmt: ShardFormat) -> str:
     """Write one shard whole or not at all; returns its file name (relative to ``folder``)."""
     if fmt == "parquet":
@@ -113,16 +103,13 @@ def _write_shard(folder: Path, key: str, ids: list[str], vectors: np.ndarray, fm
         table = pa.table({"id": pa.array(ids, pa.string()),
                           "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])})
         name = f"shard-{key}.parquet"
-        _write_atomic(folder / name, lambda p: pq.write_table(table, p))
+        with atomic_file(folder / name, "wb") as f:
+            pq.write_table(table, f)
         return name
     name = f"shard-{key}.npy"
-    _write_atomic(folder / f"shard-{key}.ids.json", lambda p: p.write_text(json.dumps(ids)))
-
-    def save(p: Path) -> None:
-        with p.open("wb") as f:
-            np.save(f, vectors, allow_pickle=False)
-
-    _write_atomic(folder / name, save)
+    atomic_write_text(folder / f"shard-{key}.ids.json", json.dumps(ids))
+    with atomic_file(folder / name, "wb") as f:
+        np.save(f, vectors, allow_pickle=False)
     return name
 
 
